@@ -1,0 +1,95 @@
+# llmops.serving: one entry point for setting up, testing and demoing the collection.
+#   make demo   dependencies, local sandbox cluster, playbooks/site.yml against it, summary
+#   make test   dependencies, lint, sanity, unit, contract, sandbox integration, molecule
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PYTHONDONTWRITEBYTECODE := 1
+SANDBOX := $(PY) tests/sandbox/sandbox.py
+# the sandbox's kubectl/helm first on PATH, its KUBECONFIG and S3 settings in the environment
+WITH_SANDBOX := set -a && source <($(SANDBOX) env) && set +a && export PATH="$$SANDBOX_BIN_PATH:$$PATH" &&
+
+.PHONY: help deps deps-system deps-python collection-link sandbox-build sandbox-up sandbox-down \
+	sandbox-purge sandbox-status lint sanity unit contract integration molecule test demo demo-run \
+	demo-summary bench build-collection clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
+
+deps: deps-system deps-python collection-link sandbox-build  ## everything the tests and the demo need
+
+deps-system:  ## Debian packages from bindep.txt (redis-server, postgresql for contract tests)
+	@bash tests/scripts/install-system-deps.sh
+
+deps-python: $(VENV)/.installed  ## .venv with requirements-dev.txt
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $@
+
+collection-link:  ## expose the checkout as llmops.serving under .collections
+	@mkdir -p .collections/ansible_collections/llmops
+	@ln -sfn ../../.. .collections/ansible_collections/llmops/serving
+
+sandbox-build: deps-python  ## build the sandbox binaries once (cached outside the checkout)
+	$(SANDBOX) build
+
+sandbox-up: deps-python collection-link  ## start the sandbox cluster (idempotent)
+	$(SANDBOX) up
+
+sandbox-down:  ## stop the sandbox processes (keeps its data in .sandbox)
+	@if [ -x $(PY) ]; then $(SANDBOX) down; fi
+
+sandbox-purge:  ## stop the sandbox and delete its data
+	@if [ -x $(PY) ]; then $(SANDBOX) down --purge; fi
+
+sandbox-status:  ## what runs, and the cluster's nodes
+	$(SANDBOX) status
+
+lint: deps-python collection-link  ## yamllint, ruff, ansible-lint --profile production
+	yamllint --strict .
+	ruff check .
+	ansible-lint --profile production
+
+sanity: deps-python  ## ansible-test sanity in a temporary ansible_collections tree
+	bash tests/scripts/sanity.sh
+
+unit: deps-python collection-link  ## unit tests (pure logic, no network)
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+contract: deps-python deps-system collection-link  ## real redis-server/postgres against the roles' config
+	@if [ -d tests/contract ]; then $(PY) -m pytest tests/contract -q -m contract $(PYTEST_ARGS); \
+	else echo "no contract tests yet"; fi
+
+integration: sandbox-up  ## sandbox self-tests and module/role tests against the sandbox
+	$(WITH_SANDBOX) $(PY) -m pytest tests/sandbox tests/integration -q $(PYTEST_ARGS)
+
+molecule: deps-python collection-link sandbox-build  ## molecule default scenario (sandbox)
+	molecule test -s default
+
+test: deps lint sanity unit contract integration molecule  ## all tests
+
+demo: deps sandbox-up demo-run demo-summary  ## sandbox + site.yml + summary; leaves the sandbox running
+
+demo-run:
+	$(WITH_SANDBOX) ansible-playbook playbooks/site.yml -i inventories/sandbox
+
+demo-summary:
+	@$(WITH_SANDBOX) ansible-playbook playbooks/status.yml -i inventories/sandbox
+
+bench: deps sandbox-up  ## every benchmark; regenerates benchmarks/README.md
+	$(WITH_SANDBOX) $(PY) benchmarks/run_all.py
+
+build-collection: deps-python  ## ansible-galaxy collection build into build/
+	ansible-galaxy collection build --force --output-path build/
+
+clean: sandbox-down
+	rm -rf .collections build tests/output .pytest_cache .ruff_cache
