@@ -65,7 +65,7 @@ def kubectl_json(*args):
 
 def kube_client():
     """A kubernetes.client.ApiClient for the sandbox."""
-    from kubernetes import client, config
+    from kubernetes import config
 
     env = load_env()
     return config.new_client_from_config(config_file=env["KUBECONFIG"])
