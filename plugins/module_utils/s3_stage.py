@@ -1,0 +1,1451 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, llmops.serving contributors
+# Apache License 2.0 (see LICENSE)
+"""Model weights <-> S3-compatible bucket: planning (pure), transfer and manifest.
+
+Layout of a staged model at ``s3://bucket/prefix/``: the model's files under their relative paths
+plus ``.llmops-manifest.json``, written last. The manifest lists every file with size, SHA-256 and
+the ETag the object had when the manifest was written, and a summary of the model. Readers (pull,
+verify, the vLLM role) trust a prefix only through a manifest that matches the bucket listing.
+
+Decisions are pure functions of plain data (``plan_push``, ``plan_pull``, ``listing_problems``,
+``check_model_files``, ``summarize_model``, ``resume_parts``...). I/O sits in ``LocalFiles``,
+``HashCache``, ``UploadJournal``, ``TransferEngine`` and the ``run_*`` functions.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import base64
+import datetime
+import fnmatch
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.llmops.serving.plugins.module_utils.s3 import (
+    ClientError,
+    describe_s3_error,
+    error_code,
+)
+
+MANIFEST_NAME = ".llmops-manifest.json"
+MANIFEST_FORMAT = "llmops.serving/model-manifest"
+MANIFEST_VERSION = 1
+INDEX_NAME = "model.safetensors.index.json"
+CONFIG_NAME = "config.json"
+DEFAULT_EXCLUDE = [".git/*", ".cache/*", "*.llmops-partial"]
+MIN_PART_SIZE = 5 * 1024 * 1024
+MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
+MAX_PARTS = 10000
+MAX_SINGLE_PUT = 5 * 1024 * 1024 * 1024
+HASH_CHUNK = 8 * 1024 * 1024
+DOWNLOAD_CHUNK = 1024 * 1024
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+PARTIAL_SUFFIX = ".llmops-partial"
+
+SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "F4": 1, "F6_E2M3": 1,
+    "F6_E3M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2, "U32": 4, "I32": 4, "F32": 4, "U64": 8,
+    "I64": 8, "F64": 8, "C64": 8,
+}
+TORCH_DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "float64": 8,
+                     "int8": 1, "uint8": 1, "float8_e4m3fn": 1, "float8_e5m2": 1}
+
+
+class StageError(Exception):
+    """A user-facing failure: the message names the input or object and the fix."""
+
+    def __init__(self, message, **details):
+        super(StageError, self).__init__(message)
+        self.message = message
+        self.details = details
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers: names, sizes, filters
+# --------------------------------------------------------------------------------------------
+
+def normalize_prefix(prefix):
+    """``'/models/llama//'`` -> ``'models/llama/'``; ``''`` stays ``''`` (bucket root)."""
+    parts = [p for p in (prefix or "").replace("\\", "/").split("/") if p]
+    for part in parts:
+        if part in (".", ".."):
+            raise StageError("prefix %r must not contain '.' or '..' segments" % prefix)
+    return "/".join(parts) + "/" if parts else ""
+
+
+def object_key(prefix, relpath):
+    return prefix + relpath
+
+
+def checkpoint_path(bucket, prefix):
+    return "s3://%s/%s" % (bucket, prefix)
+
+
+def part_size_for(size, part_size):
+    """The part size actually used for a file: grown (to whole MiB) when it would need > 10000 parts."""
+    if size > part_size * MAX_PARTS:
+        mib = 1024 * 1024
+        needed = -(-size // MAX_PARTS)
+        return -(-needed // mib) * mib
+    return part_size
+
+
+def part_ranges(size, part_size):
+    """[(part_number, offset, length)] covering ``size`` bytes; a 0-byte file has one empty part."""
+    if size == 0:
+        return [(1, 0, 0)]
+    ranges = []
+    offset = 0
+    number = 1
+    while offset < size:
+        length = min(part_size, size - offset)
+        ranges.append((number, offset, length))
+        offset += length
+        number += 1
+    return ranges
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024 ** 2, "mb": 1024 ** 2,
+               "mib": 1024 ** 2, "g": 1024 ** 3, "gb": 1024 ** 3, "gib": 1024 ** 3}
+
+
+def parse_size(value, name="part_size"):
+    """``64MiB`` / ``64MB`` / ``64M`` / ``67108864`` -> bytes (units are powers of 1024, as in Ansible)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(digits):]
+    try:
+        number = float(digits)
+    except ValueError:
+        number = None
+    if number is None or unit not in _SIZE_UNITS or number < 0:
+        raise StageError("%s %r is not a size: give bytes or a value such as 64MiB" % (name, value))
+    return int(number * _SIZE_UNITS[unit])
+
+
+def uses_multipart(size, part_size):
+    return size > part_size or size > MAX_SINGLE_PUT
+
+
+def path_selected(relpath, include, exclude):
+    """fnmatch filters on the posix relative path (``*`` also matches ``/``)."""
+    if relpath == MANIFEST_NAME:
+        return False
+    if include and not any(fnmatch.fnmatchcase(relpath, pat) for pat in include):
+        return False
+    return not any(fnmatch.fnmatchcase(relpath, pat) for pat in (exclude or []))
+
+
+def validate_stage_params(params):
+    """Errors in the module's non-connection options, as a list of messages (checked before I/O)."""
+    errors = []
+    mode = params.get("mode")
+    if mode == "push" and not params.get("src"):
+        errors.append("mode=push needs src: the local directory holding the model")
+    if mode == "pull" and not params.get("dest"):
+        errors.append("mode=pull needs dest: the local directory to download the model into")
+    if mode != "push" and params.get("src"):
+        errors.append("src is only used with mode=push (mode is %s); use dest for pull" % mode)
+    if mode != "pull" and params.get("dest"):
+        errors.append("dest is only used with mode=pull (mode is %s)" % mode)
+    concurrency = params.get("concurrency")
+    if concurrency is not None and not 1 <= concurrency <= 256:
+        errors.append("concurrency must be between 1 and 256, got %s" % concurrency)
+    part_size = params.get("part_size")
+    if isinstance(part_size, int) and not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+        errors.append("part_size must be between 5MiB and 5GiB (S3 limits), got %s bytes" % part_size)
+    if not params.get("bucket"):
+        errors.append("bucket must be a non-empty bucket name")
+    return errors
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers: model files and summary
+# --------------------------------------------------------------------------------------------
+
+def parse_safetensors_header(blob, file_size, name):
+    """Validate a safetensors header; return ``(header_dict, parameter_count)``.
+
+    ``blob`` starts with the 8-byte little-endian header length followed by (at least) the header.
+    """
+    if file_size < 8 or len(blob) < 8:
+        raise StageError("weights file %s is not a safetensors file: shorter than its 8-byte header length" % name)
+    (length,) = struct.unpack("<Q", blob[:8])
+    if length > MAX_SAFETENSORS_HEADER or 8 + length > file_size:
+        raise StageError("weights file %s is not a valid safetensors file: header length %d does not fit "
+                         "the file size %d" % (name, length, file_size))
+    if len(blob) < 8 + length:
+        raise StageError("weights file %s: header truncated" % name)
+    try:
+        header = json.loads(blob[8:8 + length].decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StageError("weights file %s is not a valid safetensors file: header is not JSON (%s)" % (name, exc))
+    if not isinstance(header, dict):
+        raise StageError("weights file %s is not a valid safetensors file: header is not an object" % name)
+    data_size = file_size - 8 - length
+    params = 0
+    for tensor, info in header.items():
+        if tensor == "__metadata__":
+            continue
+        try:
+            dtype = info["dtype"]
+            shape = info["shape"]
+            start, end = info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise StageError("weights file %s: tensor %r lacks dtype/shape/data_offsets" % (name, tensor))
+        if end > data_size or start > end:
+            raise StageError("weights file %s: tensor %r data_offsets [%s, %s] exceed the %d data bytes "
+                             "(file truncated?)" % (name, tensor, start, end, data_size))
+        count = 1
+        for dim in shape:
+            count *= int(dim)
+        width = SAFETENSORS_DTYPE_BYTES.get(dtype)
+        if width is not None and dtype not in ("F4",) and count * width != end - start:
+            raise StageError("weights file %s: tensor %r has %d bytes for shape %s %s" %
+                             (name, tensor, end - start, shape, dtype))
+        params += count
+    return header, params
+
+
+def check_model_files(relpaths, required_files=None, index_data=None):
+    """Errors for a model made of ``relpaths`` (list of messages, empty when complete).
+
+    ``required_files=None`` means the default check: ``config.json`` plus safetensors weights, and
+    when ``model.safetensors.index.json`` is present every shard it names. A list replaces that check
+    with "these paths exist".
+    """
+    present = set(relpaths)
+    if required_files is not None:
+        return ["required file %s is missing" % name for name in required_files if name not in present]
+    errors = []
+    if CONFIG_NAME not in present:
+        errors.append("config.json is missing: a Hugging Face model directory needs its config.json")
+    weights = sorted(p for p in present if p.endswith(".safetensors"))
+    if not weights:
+        errors.append("no *.safetensors weights found (LLM Engine and vLLM load safetensors; convert .bin "
+                      "checkpoints first, or set required_files to skip this check)")
+    if INDEX_NAME in present:
+        if index_data is None:
+            errors.append("%s could not be read" % INDEX_NAME)
+        else:
+            weight_map = index_data.get("weight_map") if isinstance(index_data, dict) else None
+            if not isinstance(weight_map, dict) or not weight_map:
+                errors.append("%s has no weight_map" % INDEX_NAME)
+            else:
+                base = ""
+                for shard in sorted(set(weight_map.values())):
+                    if base + shard not in present:
+                        errors.append("shard %s listed in %s is missing" % (shard, INDEX_NAME))
+    return errors
+
+
+def estimate_parameters(config):
+    """Parameter estimate from a decoder-only transformer config.json, or None."""
+    cfg = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    try:
+        hidden = int(cfg["hidden_size"])
+        layers = int(cfg["num_hidden_layers"])
+        vocab = int(cfg["vocab_size"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    heads = int(cfg.get("num_attention_heads") or 1)
+    kv_heads = int(cfg.get("num_key_value_heads") or heads)
+    head_dim = int(cfg.get("head_dim") or hidden // heads)
+    intermediate = int(cfg.get("intermediate_size") or 4 * hidden)
+    experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 1)
+    attention = hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + heads * head_dim * hidden
+    mlp = 3 * hidden * intermediate * experts
+    per_layer = attention + mlp + 2 * hidden
+    embeddings = vocab * hidden
+    lm_head = 0 if cfg.get("tie_word_embeddings") else vocab * hidden
+    return embeddings + layers * per_layer + hidden + lm_head
+
+
+def summarize_model(config, files, parameters=None):
+    """The model summary kept in the manifest: architecture, dtype, parameters, sizes.
+
+    ``files`` maps relpath -> size; ``parameters`` is the exact count from safetensors headers when
+    known, else it is estimated from config.json.
+    """
+    config = config if isinstance(config, dict) else {}
+    archs = config.get("architectures") or []
+    dtype = config.get("torch_dtype") or config.get("dtype")
+    if dtype is None and isinstance(config.get("text_config"), dict):
+        dtype = config["text_config"].get("torch_dtype") or config["text_config"].get("dtype")
+    weights = dict((p, s) for p, s in files.items() if p.endswith(".safetensors"))
+    source = "safetensors_header"
+    if parameters is None:
+        parameters = estimate_parameters(config)
+        source = "config_estimate" if parameters is not None else None
+    quant = config.get("quantization_config")
+    cfg = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    summary = {
+        "architecture": archs[0] if archs else None,
+        "model_type": config.get("model_type"),
+        "dtype": dtype,
+        "parameters": parameters,
+        "parameters_billions": round(parameters / 1e9, 3) if parameters else None,
+        "parameters_source": source,
+        "quantization": quant.get("quant_method") if isinstance(quant, dict) else None,
+        "num_hidden_layers": cfg.get("num_hidden_layers"),
+        "hidden_size": cfg.get("hidden_size"),
+        "num_attention_heads": cfg.get("num_attention_heads"),
+        "num_key_value_heads": cfg.get("num_key_value_heads", cfg.get("num_attention_heads")),
+        "vocab_size": cfg.get("vocab_size"),
+        "max_position_embeddings": cfg.get("max_position_embeddings"),
+        "weight_files": len(weights),
+        "weights_bytes": sum(weights.values()),
+        "total_bytes": sum(files.values()),
+        "file_count": len(files),
+    }
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers: manifest
+# --------------------------------------------------------------------------------------------
+
+def build_manifest(files, summary, created=None):
+    """``files``: relpath -> {size, sha256, etag}."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "created": created or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "file_count": len(files),
+        "total_bytes": sum(f["size"] for f in files.values()),
+        "summary": summary,
+        "files": dict((k, dict(size=v["size"], sha256=v["sha256"], etag=v.get("etag")))
+                      for k, v in sorted(files.items())),
+    }
+
+
+def manifest_content(manifest):
+    """What decides whether a manifest must be rewritten (everything except the timestamp)."""
+    if not manifest:
+        return None
+    return dict((k, v) for k, v in manifest.items() if k != "created")
+
+
+def parse_manifest(raw, where):
+    """Parse and validate manifest bytes; raise StageError naming ``where`` and the problem."""
+    try:
+        data = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StageError("manifest %s is not valid JSON (%s): re-run mode=push to rewrite it" % (where, exc))
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        raise StageError("%s is not an llmops.serving model manifest (format %r): re-run mode=push"
+                         % (where, data.get("format") if isinstance(data, dict) else None))
+    if data.get("version") != MANIFEST_VERSION:
+        raise StageError("manifest %s has version %r, this collection reads version %d: upgrade the "
+                         "collection or re-run mode=push" % (where, data.get("version"), MANIFEST_VERSION))
+    files = data.get("files")
+    if not isinstance(files, dict):
+        raise StageError("manifest %s has no files map: re-run mode=push" % where)
+    for rel, entry in files.items():
+        if (not isinstance(entry, dict) or not isinstance(entry.get("size"), int)
+                or not isinstance(entry.get("sha256"), str) or len(entry["sha256"]) != 64):
+            raise StageError("manifest %s: entry %r lacks size/sha256: re-run mode=push" % (where, rel))
+        if rel.startswith("/") or ".." in rel.split("/"):
+            raise StageError("manifest %s: unsafe path %r" % (where, rel))
+    return data
+
+
+def listing_problems(manifest, remote, manifest_modified=None):
+    """Differences between a manifest and the bucket listing, as ``[(relpath, reason)]``.
+
+    ``remote``: relpath -> {size, etag, last_modified (epoch seconds)}. An object missing, of another
+    size, with another ETag than recorded, or modified after the manifest was written is a problem.
+    """
+    problems = []
+    for rel, entry in sorted(manifest["files"].items()):
+        obj = remote.get(rel)
+        if obj is None:
+            problems.append((rel, "missing from the bucket"))
+            continue
+        if obj["size"] != entry["size"]:
+            problems.append((rel, "size %d in the bucket, %d in the manifest" % (obj["size"], entry["size"])))
+            continue
+        if entry.get("etag") and obj.get("etag") and obj["etag"] != entry["etag"]:
+            problems.append((rel, "object was rewritten after the manifest was written (ETag %s, manifest %s)"
+                             % (obj["etag"], entry["etag"])))
+            continue
+        if (manifest_modified is not None and obj.get("last_modified") is not None
+                and obj["last_modified"] > manifest_modified + 1):
+            problems.append((rel, "object was modified after the manifest was written"))
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Pure planning
+# --------------------------------------------------------------------------------------------
+
+def remote_sha256(rel, obj, manifest, head_sha=None):
+    """The SHA-256 we know for a remote object, from the manifest (when the manifest entry still
+    describes this very object: same size and ETag) or from its ``sha256`` metadata; else None."""
+    if obj is None:
+        return None
+    entry = (manifest or {}).get("files", {}).get(rel) if manifest else None
+    if entry and entry.get("size") == obj["size"] and entry.get("etag") and entry["etag"] == obj.get("etag"):
+        return entry["sha256"]
+    return head_sha
+
+
+def needs_head(rel, obj, local_size, manifest):
+    """True when the only way to learn a same-size object's SHA-256 is its metadata (HEAD)."""
+    if obj is None or obj["size"] != local_size:
+        return False
+    return remote_sha256(rel, obj, manifest) is None
+
+
+def plan_push(local, remote, manifest, delete_extra=False, include=None, exclude=None, head_shas=None):
+    """Decide what a push does.
+
+    ``local``: relpath -> {size, sha256}; ``remote``: relpath -> {size, etag, last_modified} (the
+    listing, manifest excluded); ``manifest``: the parsed manifest or None; ``head_shas``: relpath ->
+    sha256 from object metadata for objects needing it. Returns a dict with ``upload`` [(relpath,
+    reason)], ``skip`` [relpath], ``delete`` [relpath], and ``files`` (the manifest files map, etags
+    of skipped objects filled in).
+    """
+    head_shas = head_shas or {}
+    upload, skip, files = [], [], {}
+    for rel in sorted(local):
+        info = local[rel]
+        obj = remote.get(rel)
+        files[rel] = {"size": info["size"], "sha256": info["sha256"], "etag": None}
+        if obj is None:
+            upload.append((rel, "new"))
+            continue
+        if obj["size"] != info["size"]:
+            upload.append((rel, "size changed (%d -> %d bytes)" % (obj["size"], info["size"])))
+            continue
+        known = remote_sha256(rel, obj, manifest, head_shas.get(rel))
+        if known is None:
+            upload.append((rel, "content unknown (no manifest entry or sha256 metadata)"))
+        elif known != info["sha256"]:
+            upload.append((rel, "content changed (sha256 differs)"))
+        else:
+            skip.append(rel)
+            files[rel]["etag"] = obj.get("etag")
+    delete = []
+    if delete_extra:
+        delete = sorted(rel for rel in remote if rel not in local and path_selected(rel, include, exclude))
+    return {"upload": upload, "skip": skip, "delete": delete, "files": files}
+
+
+def plan_pull(manifest_files, local, local_shas, delete_extra=False, local_extra=None):
+    """Decide what a pull does. ``manifest_files``: relpath -> {size, sha256}; ``local``: relpath ->
+    size for existing files; ``local_shas``: relpath -> sha256 of existing same-size files."""
+    download, skip = [], []
+    for rel in sorted(manifest_files):
+        entry = manifest_files[rel]
+        size = local.get(rel)
+        if size is None:
+            download.append((rel, "missing locally"))
+        elif size != entry["size"]:
+            download.append((rel, "local size %d, manifest %d" % (size, entry["size"])))
+        elif local_shas.get(rel) != entry["sha256"]:
+            download.append((rel, "local content differs (sha256)"))
+        else:
+            skip.append(rel)
+    delete = sorted(local_extra or []) if delete_extra else []
+    return {"download": download, "skip": skip, "delete": delete}
+
+
+def resume_parts(expected, listed, journal_md5s):
+    """Which parts of an interrupted multipart upload can be kept.
+
+    ``expected``: [(number, offset, length)]; ``listed``: number -> {size, etag} from list_parts;
+    ``journal_md5s``: number -> md5 hex recorded when we uploaded the part (with Content-MD5, so the
+    server checked it). A part is kept only when its size is right and its ETag is that MD5.
+    Returns (kept: number -> etag, missing: [(number, offset, length)]).
+    """
+    kept, missing = {}, []
+    for number, offset, length in expected:
+        part = listed.get(number)
+        md5 = journal_md5s.get(number)
+        if part is not None and md5 and part["size"] == length and part["etag"].strip('"').lower() == md5:
+            kept[number] = part["etag"]
+        else:
+            missing.append((number, offset, length))
+    return kept, missing
+
+
+def render_diff(before_files, after_files):
+    """Ansible diff dict: one line per file, ``relpath size sha256``."""
+    def lines(files):
+        return "".join("%s %d %s\n" % (rel, f["size"], f.get("sha256") or "?") for rel, f in sorted(files.items()))
+    return {"before": lines(before_files), "after": lines(after_files)}
+
+
+def mib_per_second(nbytes, seconds):
+    return round(nbytes / (1024.0 * 1024.0) / seconds, 1) if seconds > 0 else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Local files: scan, hash (cached), journal
+# --------------------------------------------------------------------------------------------
+
+def scan_local_dir(root, include, exclude):
+    """relpath -> stat result for the regular files under ``root`` selected by the filters."""
+    found = {}
+    root = os.path.abspath(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root).replace(os.sep, "/")
+            if not path_selected(rel, include, exclude):
+                continue
+            try:
+                st = os.stat(full)
+            except OSError as exc:
+                raise StageError("cannot read %s: %s" % (full, exc.strerror or exc))
+            if not _is_regular(st):
+                continue
+            found[rel] = st
+    return found
+
+
+def _is_regular(st):
+    import stat as stat_mod
+
+    return stat_mod.S_ISREG(st.st_mode)
+
+
+def sha256_file(path, chunk=HASH_CHUNK):
+    digest = hashlib.sha256()
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as handle:
+        while True:
+            n = handle.readinto(buf)
+            if not n:
+                break
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def stat_key(st):
+    """What must stay equal for a cached hash to be reused. ctime changes on every write and on
+    utime(), so a file rewritten with its old size and mtime restored is still re-hashed."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+class HashCache(object):
+    """SHA-256 per absolute path, reused only while size, mtime, ctime, inode and device match."""
+
+    def __init__(self, path):
+        self.path = path
+        self.entries = {}
+        self.lock = threading.Lock()
+        self.dirty = False
+        self.hits = 0
+        self.misses = 0
+        if path and os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    data = json.load(handle)
+                if isinstance(data, dict) and data.get("version") == 1:
+                    self.entries = data.get("entries", {})
+            except (OSError, ValueError):
+                self.entries = {}
+
+    def lookup(self, path, st):
+        entry = self.entries.get(path)
+        if entry and entry.get("stat") == stat_key(st):
+            return entry.get("sha256")
+        return None
+
+    def store(self, path, st, sha):
+        with self.lock:
+            self.entries[path] = {"stat": stat_key(st), "sha256": sha}
+            self.dirty = True
+
+    def hash(self, path, st):
+        """SHA-256 of ``path`` (stat ``st``), from the cache when still valid."""
+        cached = self.lookup(path, st)
+        if cached:
+            self.hits += 1
+            return cached
+        self.misses += 1
+        sha = sha256_file(path)
+        after = os.stat(path)
+        if stat_key(after) != stat_key(st):
+            raise StageError("%s changed while it was being hashed: stop writing to it and re-run" % path)
+        self.store(path, st, sha)
+        return sha
+
+    def save(self):
+        if not self.path or not self.dirty:
+            return
+        _atomic_write_json(self.path, {"version": 1, "entries": self.entries})
+        self.dirty = False
+
+
+def _atomic_write_json(path, data):
+    directory = os.path.dirname(path)
+    if directory and not os.path.isdir(directory):
+        os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory or ".", prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def hash_files(paths_stats, cache, workers):
+    """relpath -> sha256 for ``paths_stats`` (relpath -> (abs path, stat)); hashing runs in threads
+    (hashlib releases the GIL on large buffers)."""
+    results = {}
+    items = sorted(paths_stats.items(), key=lambda kv: -kv[1][1].st_size)
+    if not items:
+        return results
+    workers = max(1, min(workers, os.cpu_count() or 1, len(items)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = dict((rel, pool.submit(cache.hash, path, st)) for rel, (path, st) in items)
+        for rel, fut in futures.items():
+            results[rel] = fut.result()
+    return results
+
+
+class UploadJournal(object):
+    """Local record of our multipart uploads: which upload id holds which file content (SHA-256,
+    size, part size) and the MD5 of every part the server accepted. It is what lets a re-run trust
+    the parts an interrupted run left behind."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.lock = threading.Lock()
+
+    def _path(self, bucket, key):
+        name = hashlib.sha256(("%s\0%s" % (bucket, key)).encode("utf-8")).hexdigest()[:32]
+        return os.path.join(self.directory, name + ".json") if self.directory else None
+
+    def load(self, bucket, key):
+        path = self._path(bucket, key)
+        if not path or not os.path.isfile(path):
+            return None
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            return None
+        if data.get("bucket") != bucket or data.get("key") != key:
+            return None
+        return data
+
+    def start(self, bucket, key, upload_id, sha256, size, part_size):
+        self.save({"bucket": bucket, "key": key, "upload_id": upload_id, "sha256": sha256, "size": size,
+                   "part_size": part_size, "parts": {}})
+
+    def save(self, data):
+        path = self._path(data["bucket"], data["key"])
+        if path:
+            with self.lock:
+                _atomic_write_json(path, data)
+
+    def forget(self, bucket, key):
+        path = self._path(bucket, key)
+        if path and os.path.exists(path):
+            os.unlink(path)
+
+
+# --------------------------------------------------------------------------------------------
+# S3 reads used by planning: one paginated listing plus the manifest
+# --------------------------------------------------------------------------------------------
+
+def _epoch(value):
+    if value is None:
+        return None
+    if hasattr(value, "timestamp"):
+        return value.timestamp()
+    return float(value)
+
+
+def list_prefix(client, bucket, prefix):
+    """relpath -> {size, etag, last_modified} for every object under ``prefix`` (one paginated listing)."""
+    found = {}
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []) or []:
+            key = obj["Key"]
+            if key.endswith("/"):
+                continue
+            found[key[len(prefix):]] = {
+                "size": int(obj["Size"]),
+                "etag": (obj.get("ETag") or "").strip('"') or None,
+                "last_modified": _epoch(obj.get("LastModified")),
+            }
+    return found
+
+
+def read_manifest(client, bucket, key):
+    resp = client.get_object(Bucket=bucket, Key=key)
+    return parse_manifest(resp["Body"].read(), "s3://%s/%s" % (bucket, key))
+
+
+def _md5_b64(data):
+    return base64.b64encode(hashlib.md5(data).digest()).decode("ascii")  # noqa: S324 - Content-MD5 is MD5
+
+
+# --------------------------------------------------------------------------------------------
+# Transfers
+# --------------------------------------------------------------------------------------------
+
+class _Cancelled(Exception):
+    pass
+
+
+class OrderedHasher(object):
+    """SHA-256 of a file written out of order: parts are hashed in order as they complete, by
+    whichever worker finishes the part that extends the hashed prefix (reading it back from the
+    page cache), so hashing overlaps the download instead of following it."""
+
+    def __init__(self, fd, ranges):
+        self.fd = fd
+        self.ranges = ranges
+        self.digest = hashlib.sha256()
+        self.done = set()
+        self.next_index = 0
+        self.state = threading.Lock()
+        self.hashing = threading.Lock()
+
+    def part_done(self, index):
+        with self.state:
+            self.done.add(index)
+        while True:
+            if not self.hashing.acquire(False):
+                return
+            try:
+                while True:
+                    with self.state:
+                        if self.next_index not in self.done:
+                            break
+                        index_now = self.next_index
+                    _, offset, length = self.ranges[index_now]
+                    end = offset + length
+                    pos = offset
+                    while pos < end:
+                        chunk = os.pread(self.fd, min(HASH_CHUNK, end - pos), pos)
+                        if not chunk:
+                            raise StageError("short read while hashing a downloaded file")
+                        self.digest.update(chunk)
+                        pos += len(chunk)
+                    with self.state:
+                        self.next_index += 1
+            finally:
+                self.hashing.release()
+            with self.state:
+                if self.next_index not in self.done:
+                    return
+
+    def complete(self):
+        return self.next_index == len(self.ranges)
+
+    def hexdigest(self):
+        return self.digest.hexdigest()
+
+
+class TransferEngine(object):
+    """Runs parts of many files on one bounded thread pool.
+
+    Memory stays bounded: a worker holds at most one part (uploads) or one 1 MiB chunk (downloads),
+    so peak buffers are ``concurrency * part_size`` for pushes and ``concurrency * 1 MiB`` for pulls.
+    """
+
+    def __init__(self, client, bucket, concurrency, part_size, endpoint_url=None, journal=None):
+        self.client = client
+        self.bucket = bucket
+        self.concurrency = concurrency
+        self.part_size = part_size
+        self.endpoint_url = endpoint_url
+        self.journal = journal
+        self.cancel = threading.Event()
+        self.lock = threading.Lock()
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.bytes_resumed = 0
+        self.parts_resumed = 0
+        self.errors = []
+        self.open_uploads = {}
+
+    # ---- errors -------------------------------------------------------------------------------
+    def _fail(self, exc, action):
+        if isinstance(exc, _Cancelled):
+            return
+        with self.lock:
+            if isinstance(exc, StageError):
+                self.errors.append(exc.message)
+            else:
+                self.errors.append(describe_s3_error(exc, self.endpoint_url, self.bucket, action))
+        self.cancel.set()
+
+    def _check(self):
+        if self.cancel.is_set():
+            raise _Cancelled()
+
+    def _run(self, tasks):
+        """Run callables on the pool; raise StageError with the first failure."""
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = [pool.submit(task) for task in tasks]
+            for fut in futures:
+                fut.result()
+        if self.errors:
+            raise StageError(self.errors[0], errors=self.errors)
+
+    # ---- uploads ------------------------------------------------------------------------------
+    def upload(self, items, prefix, resume=True, pending_uploads=None):
+        """Upload ``items`` [(relpath, abs path, size, sha256)]; return relpath -> etag."""
+        etags = {}
+        tasks = []
+        pending_uploads = pending_uploads or {}
+        for rel, path, size, sha in items:
+            key = object_key(prefix, rel)
+            psize = part_size_for(size, self.part_size)
+            if not uses_multipart(size, psize):
+                tasks.append(self._put_task(rel, key, path, size, sha, etags))
+                continue
+            tasks.extend(self._multipart_tasks(rel, key, path, size, sha, psize, etags, resume,
+                                               pending_uploads.get(key, [])))
+        self._run(tasks)
+        return etags
+
+    def _put_task(self, rel, key, path, size, sha, etags):
+        def task():
+            try:
+                self._check()
+                with open(path, "rb") as handle:
+                    data = handle.read()
+                if len(data) != size:
+                    raise StageError("%s changed size during the push: stop writing to it and re-run" % path)
+                resp = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentMD5=_md5_b64(data),
+                                              Metadata={"sha256": sha})
+                with self.lock:
+                    etags[rel] = (resp.get("ETag") or "").strip('"')
+                    self.bytes_sent += size
+            except Exception as exc:  # noqa: BLE001 - reported through _fail
+                self._fail(exc, "uploading %s" % key)
+        return task
+
+    def _start_multipart(self, key, sha, size, psize, resume, pending):
+        """(upload_id, kept parts {number: etag}, journal) for ``key``: resumes a journaled upload of
+        the same content when its parts check out, aborts other leftovers, else starts a new one."""
+        ranges = part_ranges(size, psize)
+        journal = self.journal.load(self.bucket, key) if (self.journal and resume) else None
+        usable = (journal and journal.get("sha256") == sha and journal.get("size") == size
+                  and journal.get("part_size") == psize and journal.get("upload_id") in pending)
+        kept = {}
+        upload_id = None
+        if usable:
+            upload_id = journal["upload_id"]
+            listed = {}
+            paginator = self.client.get_paginator("list_parts")
+            for page in paginator.paginate(Bucket=self.bucket, Key=key, UploadId=upload_id):
+                for part in page.get("Parts", []) or []:
+                    listed[int(part["PartNumber"])] = {"size": int(part["Size"]), "etag": part["ETag"]}
+            md5s = dict((int(k), v) for k, v in (journal.get("parts") or {}).items())
+            kept, _missing = resume_parts(ranges, listed, md5s)
+            journal["parts"] = dict((str(n), md5s[n]) for n in kept)
+        for other in pending:
+            if other != upload_id:
+                try:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=other)
+                except ClientError as exc:
+                    if error_code(exc) not in ("NoSuchUpload", "404"):
+                        raise
+        if upload_id is None:
+            resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, Metadata={"sha256": sha})
+            upload_id = resp["UploadId"]
+            journal = {"bucket": self.bucket, "key": key, "upload_id": upload_id, "sha256": sha, "size": size,
+                       "part_size": psize, "parts": {}}
+            if self.journal:
+                self.journal.save(journal)
+        return upload_id, kept, journal, ranges
+
+    def _multipart_tasks(self, rel, key, path, size, sha, psize, etags, resume, pending):
+        try:
+            upload_id, kept, journal, ranges = self._start_multipart(key, sha, size, psize, resume, pending)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc, "starting the multipart upload of %s" % key)
+            raise StageError(self.errors[0] if self.errors else str(exc))
+        with self.lock:
+            self.open_uploads[key] = upload_id
+            for number, _offset, length in ranges:
+                if number in kept:
+                    self.parts_resumed += 1
+                    self.bytes_resumed += length
+        part_etags = dict(kept)
+        remaining = [r for r in ranges if r[0] not in kept]
+        state = {"left": len(remaining)}
+
+        def finish():
+            parts = [{"PartNumber": n, "ETag": part_etags[n]} for n in sorted(part_etags)]
+            resp = self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                         MultipartUpload={"Parts": parts})
+            with self.lock:
+                etags[rel] = (resp.get("ETag") or "").strip('"')
+                self.open_uploads.pop(key, None)
+            if self.journal:
+                self.journal.forget(self.bucket, key)
+
+        def make(number, offset, length):
+            def task():
+                try:
+                    self._check()
+                    with open(path, "rb") as handle:
+                        handle.seek(offset)
+                        data = handle.read(length)
+                    if len(data) != length:
+                        raise StageError("%s changed size during the push: stop writing to it and re-run" % path)
+                    digest = hashlib.md5(data).digest()  # noqa: S324 - S3 part integrity is MD5
+                    resp = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                   PartNumber=number, Body=data,
+                                                   ContentMD5=base64.b64encode(digest).decode("ascii"))
+                    del data
+                    with self.lock:
+                        part_etags[number] = resp["ETag"]
+                        journal["parts"][str(number)] = digest.hex()
+                        self.bytes_sent += length
+                        state["left"] -= 1
+                        last = state["left"] == 0
+                    if self.journal:
+                        self.journal.save(journal)
+                    if last:
+                        self._check()
+                        finish()
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(exc, "uploading part %d of %s" % (number, key))
+            return task
+
+        if not remaining:
+            def complete_only():
+                try:
+                    self._check()
+                    finish()
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(exc, "completing the multipart upload of %s" % key)
+            return [complete_only]
+        return [make(n, o, ln) for n, o, ln in remaining]
+
+    def abort_open_uploads(self):
+        """Abort the multipart uploads this run left open (used when resume is off)."""
+        for key, upload_id in list(self.open_uploads.items()):
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except Exception:  # noqa: BLE001,S110 - best effort cleanup after a failure already reported
+                pass
+            if self.journal:
+                self.journal.forget(self.bucket, key)
+
+    # ---- downloads ----------------------------------------------------------------------------
+    def download(self, items, prefix, dest):
+        """Download ``items`` [(relpath, size, sha256, etag)] into ``dest`` through temporary files,
+        verify each against its SHA-256, then rename into place. Returns relpath -> final path."""
+        files = []
+        tasks = []
+        try:
+            for rel, size, sha, etag in items:
+                final = os.path.join(dest, *rel.split("/"))
+                directory = os.path.dirname(final)
+                if not os.path.isdir(directory):
+                    os.makedirs(directory, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(final) + ".",
+                                           suffix=PARTIAL_SUFFIX)
+                if size:
+                    os.ftruncate(fd, size)
+                ranges = part_ranges(size, self.part_size)
+                hasher = OrderedHasher(fd, ranges)
+                record = {"rel": rel, "key": object_key(prefix, rel), "size": size, "sha": sha, "etag": etag,
+                          "fd": fd, "tmp": tmp, "final": final, "hasher": hasher}
+                files.append(record)
+                for index, (_number, offset, length) in enumerate(ranges):
+                    tasks.append(self._get_task(record, index, offset, length, whole=len(ranges) == 1))
+            self._run(tasks)
+            done = {}
+            for record in files:
+                hasher = record["hasher"]
+                if not hasher.complete():
+                    raise StageError("internal error: %s was not hashed completely" % record["rel"])
+                got = hasher.hexdigest()
+                if got != record["sha"]:
+                    raise StageError("s3://%s/%s does not match the manifest: sha256 %s, manifest %s (the object "
+                                     "was changed or corrupted after staging; re-run mode=push from the source)"
+                                     % (self.bucket, record["key"], got, record["sha"]), path=record["rel"])
+            for record in files:
+                os.fsync(record["fd"])
+                os.close(record["fd"])
+                record["fd"] = None
+                os.replace(record["tmp"], record["final"])
+                done[record["rel"]] = record["final"]
+            return done
+        finally:
+            for record in files:
+                if record.get("fd") is not None:
+                    os.close(record["fd"])
+                if os.path.exists(record["tmp"]):
+                    os.unlink(record["tmp"])
+
+    def _get_task(self, record, index, offset, length, whole):
+        def task():
+            try:
+                self._check()
+                if length:
+                    kwargs = {"Bucket": self.bucket, "Key": record["key"]}
+                    if record["etag"]:
+                        kwargs["IfMatch"] = '"%s"' % record["etag"]
+                    if not whole:
+                        kwargs["Range"] = "bytes=%d-%d" % (offset, offset + length - 1)
+                    resp = self.client.get_object(**kwargs)
+                    body = resp["Body"]
+                    pos = offset
+                    for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
+                        if pos + len(chunk) > offset + length:
+                            raise StageError("s3://%s/%s returned more bytes than its listed size"
+                                             % (self.bucket, record["key"]))
+                        os.pwrite(record["fd"], chunk, pos)
+                        pos += len(chunk)
+                        if self.cancel.is_set():
+                            body.close()
+                            raise _Cancelled()
+                    if pos != offset + length:
+                        raise StageError("s3://%s/%s: got %d bytes for range %d-%d (object changed during the pull?)"
+                                         % (self.bucket, record["key"], pos - offset, offset, offset + length - 1))
+                    with self.lock:
+                        self.bytes_received += length
+                record["hasher"].part_done(index)
+            except Exception as exc:  # noqa: BLE001
+                if error_code(exc) in ("PreconditionFailed", "412"):
+                    exc = StageError("s3://%s/%s changed after the manifest was written (ETag no longer matches): "
+                                     "re-run mode=push" % (self.bucket, record["key"]))
+                self._fail(exc, "downloading %s" % record["key"])
+        return task
+
+    # ---- content verification (verify_content) -------------------------------------------------
+    def hash_objects(self, items, prefix):
+        """relpath -> sha256 of the objects ``items`` [(relpath, size, etag)], streamed, not stored."""
+        results = {}
+
+        def make(rel, etag):
+            def task():
+                try:
+                    self._check()
+                    kwargs = {"Bucket": self.bucket, "Key": object_key(prefix, rel)}
+                    if etag:
+                        kwargs["IfMatch"] = '"%s"' % etag
+                    body = self.client.get_object(**kwargs)["Body"]
+                    digest = hashlib.sha256()
+                    count = 0
+                    for chunk in body.iter_chunks(HASH_CHUNK):
+                        digest.update(chunk)
+                        count += len(chunk)
+                        self._check()
+                    with self.lock:
+                        results[rel] = digest.hexdigest()
+                        self.bytes_received += count
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(exc, "reading %s" % object_key(prefix, rel))
+            return task
+
+        self._run([make(rel, etag) for rel, _size, etag in items])
+        return results
+
+
+# --------------------------------------------------------------------------------------------
+# Runners (called by the module with a client and validated parameters)
+# --------------------------------------------------------------------------------------------
+
+class StageContext(object):
+    """What a run needs besides its parameters: the client, where errors point, and the caches."""
+
+    def __init__(self, client, endpoint_url, cache_dir=None, check_mode=False, diff=False):
+        self.client = client
+        self.endpoint_url = endpoint_url
+        self.cache_dir = cache_dir
+        self.check_mode = check_mode
+        self.diff = diff
+        self.warnings = []
+
+    def hash_cache(self):
+        return HashCache(os.path.join(self.cache_dir, "sha256-cache.json") if self.cache_dir else None)
+
+    def journal(self):
+        return UploadJournal(os.path.join(self.cache_dir, "uploads") if self.cache_dir else None)
+
+    def s3_call(self, bucket, action, func, *args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except StageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every S3 failure becomes a named StageError
+            raise StageError(describe_s3_error(exc, self.endpoint_url, bucket, action), code=error_code(exc))
+
+
+def _read_json_file(path, rel):
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise StageError("%s is not valid JSON (%s): fix or regenerate the model's %s" % (path, exc, rel))
+
+
+def inspect_local_model(src, stats, required_files):
+    """Check a local model directory before any transfer; return (config, parameter count or None).
+
+    Errors (all collected, one message): missing config.json/weights/shards, unreadable files,
+    invalid JSON, safetensors files whose header does not match their size.
+    """
+    errors = []
+    for rel in sorted(stats):
+        path = os.path.join(src, *rel.split("/"))
+        if not os.access(path, os.R_OK):
+            errors.append("%s is not readable by this user (fix its permissions or exclude it)" % path)
+    index = None
+    if INDEX_NAME in stats and os.access(os.path.join(src, INDEX_NAME), os.R_OK):
+        try:
+            index = _read_json_file(os.path.join(src, INDEX_NAME), INDEX_NAME)
+        except StageError as exc:
+            errors.append(exc.message)
+            index = {}
+    errors.extend(check_model_files(list(stats), required_files, index))
+    config = {}
+    if CONFIG_NAME in stats and os.access(os.path.join(src, CONFIG_NAME), os.R_OK):
+        try:
+            config = _read_json_file(os.path.join(src, CONFIG_NAME), CONFIG_NAME)
+        except StageError as exc:
+            errors.append(exc.message)
+    parameters = 0
+    counted = False
+    for rel in sorted(stats):
+        if not rel.endswith(".safetensors"):
+            continue
+        path = os.path.join(src, *rel.split("/"))
+        if not os.access(path, os.R_OK):
+            continue
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(8)
+                if len(head) == 8:
+                    (length,) = struct.unpack("<Q", head)
+                    head += handle.read(min(length, MAX_SAFETENSORS_HEADER))
+            _header, count = parse_safetensors_header(head, stats[rel].st_size, path)
+            parameters += count
+            counted = True
+        except StageError as exc:
+            errors.append(exc.message)
+        except OSError as exc:
+            errors.append("cannot read %s: %s" % (path, exc.strerror or exc))
+    if errors:
+        raise StageError("model directory %s is not ready to stage: %s" % (src, "; ".join(errors)), errors=errors)
+    return config, (parameters if counted else None)
+
+
+def _load_remote(ctx, bucket, prefix, create_bucket=False):
+    """One paginated listing plus the manifest: (bucket exists, listing without the manifest,
+    manifest or None, manifest last_modified). The listing is also the credentials/bucket check."""
+    try:
+        listing = list_prefix(ctx.client, bucket, prefix)
+    except Exception as exc:  # noqa: BLE001 - every S3 failure becomes a named StageError
+        if error_code(exc) == "NoSuchBucket":
+            if create_bucket:
+                return False, {}, None, None
+            raise StageError("bucket %r does not exist at %s: create it, or set create_bucket: true"
+                             % (bucket, ctx.endpoint_url or "AWS S3"), code="NoSuchBucket")
+        raise StageError(describe_s3_error(exc, ctx.endpoint_url, bucket, "listing s3://%s/%s" % (bucket, prefix)),
+                         code=error_code(exc))
+    manifest_obj = listing.pop(MANIFEST_NAME, None)
+    manifest = None
+    if manifest_obj is not None:
+        manifest = ctx.s3_call(bucket, "reading the manifest", read_manifest, ctx.client, bucket,
+                               object_key(prefix, MANIFEST_NAME))
+    return True, listing, manifest, (manifest_obj or {}).get("last_modified")
+
+
+def _result_base(mode, bucket, prefix):
+    return {
+        "changed": False, "mode": mode, "bucket": bucket, "prefix": prefix,
+        "checkpoint_path": checkpoint_path(bucket, prefix), "manifest_key": object_key(prefix, MANIFEST_NAME),
+        "summary": {}, "files_total": 0, "bytes_total": 0, "files_transferred": 0, "bytes_transferred": 0,
+        "files_skipped": 0, "files_deleted": 0, "parts_resumed": 0, "bytes_resumed": 0, "seconds": 0.0,
+        "throughput_mib_s": 0.0, "transferred": [], "deleted": [], "bucket_created": False,
+        "manifest_written": False,
+    }
+
+
+def run_push(ctx, params):
+    started = time.time()
+    bucket = params["bucket"]
+    prefix = normalize_prefix(params["prefix"])
+    src = params["src"]
+    result = _result_base("push", bucket, prefix)
+    if not os.path.isdir(src):
+        raise StageError("src %s is not a directory: give the local directory holding the model" % src)
+    exclude = list(DEFAULT_EXCLUDE) + list(params.get("exclude") or [])
+    include = params.get("include") or []
+    stats = scan_local_dir(src, include, exclude)
+    if not stats:
+        raise StageError("src %s holds no files selected by include/exclude" % src)
+    config, parameters = inspect_local_model(src, stats, params.get("required_files"))
+
+    bucket_exists, remote, manifest, _modified = _load_remote(ctx, bucket, prefix, params.get("create_bucket"))
+
+    cache = ctx.hash_cache()
+    paths = dict((rel, (os.path.join(os.path.abspath(src), *rel.split("/")), st)) for rel, st in stats.items())
+    shas = hash_files(paths, cache, params["concurrency"])
+    local = dict((rel, {"size": st.st_size, "sha256": shas[rel]}) for rel, st in stats.items())
+
+    # Objects the manifest does not vouch for (e.g. a push interrupted before its manifest) but of the
+    # right size: their sha256 metadata decides. In a normal run this loop makes no request.
+    head_shas = {}
+    for rel, info in sorted(local.items()):
+        if needs_head(rel, remote.get(rel), info["size"], manifest):
+            key = object_key(prefix, rel)
+            try:
+                meta = ctx.client.head_object(Bucket=bucket, Key=key).get("Metadata") or {}
+            except Exception as exc:  # noqa: BLE001
+                raise StageError(describe_s3_error(exc, ctx.endpoint_url, bucket, "reading metadata of %s" % key))
+            if meta.get("sha256"):
+                head_shas[rel] = meta["sha256"]
+    plan = plan_push(local, remote, manifest, params.get("delete_extra"), include, exclude, head_shas)
+    summary = summarize_model(config, dict((r, i["size"]) for r, i in local.items()), parameters)
+
+    result.update(summary=summary, files_total=len(local), bytes_total=sum(i["size"] for i in local.values()),
+                  files_skipped=len(plan["skip"]))
+    result["plan"] = {"upload": [{"path": r, "reason": why} for r, why in plan["upload"]],
+                      "delete": plan["delete"], "skip": len(plan["skip"])}
+    upload_bytes = sum(local[r]["size"] for r, _ in plan["upload"])
+    before_files = dict((r, {"size": o["size"], "sha256": remote_sha256(r, o, manifest, head_shas.get(r))})
+                        for r, o in remote.items())
+    if ctx.diff:
+        result["diff"] = render_diff(before_files, local)
+
+    # What the manifest would say if nothing needed uploading: unchanged manifest -> no write.
+    needs_write = bool(plan["upload"] or plan["delete"] or not bucket_exists)
+    if not needs_write:
+        candidate = build_manifest(plan["files"], summary)
+        needs_write = manifest_content(candidate) != manifest_content(manifest)
+    if ctx.check_mode:
+        result.update(changed=needs_write, files_transferred=len(plan["upload"]), bytes_transferred=upload_bytes,
+                      files_deleted=len(plan["delete"]), transferred=[r for r, _ in plan["upload"]],
+                      deleted=plan["delete"], bucket_created=not bucket_exists, manifest_written=needs_write)
+        cache.save()
+        return result
+    cache.save()
+    if not needs_write:
+        result["seconds"] = round(time.time() - started, 3)
+        return result
+
+    if not bucket_exists:
+        kwargs = {"Bucket": bucket}
+        region = params.get("region")
+        if region and region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        ctx.s3_call(bucket, "creating the bucket", ctx.client.create_bucket, **kwargs)
+        result["bucket_created"] = True
+
+    manifest_key = object_key(prefix, MANIFEST_NAME)
+    if manifest is not None and (plan["upload"] or plan["delete"]):
+        # Readers must not trust the old manifest while objects under it change.
+        ctx.s3_call(bucket, "removing the old manifest", ctx.client.delete_object, Bucket=bucket, Key=manifest_key)
+
+    engine = TransferEngine(ctx.client, bucket, params["concurrency"], params["part_size"], ctx.endpoint_url,
+                            ctx.journal())
+    transfer_started = time.time()
+    items = [(rel, paths[rel][0], local[rel]["size"], local[rel]["sha256"]) for rel, _ in plan["upload"]]
+    pending = {}
+    if any(uses_multipart(i[2], part_size_for(i[2], params["part_size"])) for i in items) and bucket_exists:
+        pending = ctx.s3_call(bucket, "listing interrupted multipart uploads", _list_pending_uploads,
+                              ctx.client, bucket, prefix)
+    try:
+        etags = engine.upload(items, prefix, resume=params.get("resume", True), pending_uploads=pending)
+    except StageError:
+        result_partial = engine.bytes_sent
+        if not params.get("resume", True):
+            engine.abort_open_uploads()
+        raise StageError(
+            "%s (%d bytes were sent before the failure; %s)" % (
+                engine.errors[0] if engine.errors else "upload failed", result_partial,
+                "re-run to resume" if params.get("resume", True) else "incomplete uploads were aborted"),
+            errors=engine.errors)
+    for rel, etag in etags.items():
+        plan["files"][rel]["etag"] = etag
+        # The object now holds the local file: keep the local hash cached for the next run.
+    deleted = []
+    for rel in plan["delete"]:
+        key = object_key(prefix, rel)
+        ctx.s3_call(bucket, "deleting %s" % key, ctx.client.delete_object, Bucket=bucket, Key=key)
+        deleted.append(rel)
+    new_manifest = build_manifest(plan["files"], summary)
+    body = json.dumps(new_manifest, indent=1, sort_keys=True).encode("utf-8")
+    ctx.s3_call(bucket, "writing the manifest", ctx.client.put_object, Bucket=bucket, Key=manifest_key, Body=body,
+                ContentMD5=_md5_b64(body), ContentType="application/json")
+    seconds = time.time() - transfer_started
+    result.update(changed=True, files_transferred=len(items), bytes_transferred=engine.bytes_sent,
+                  parts_resumed=engine.parts_resumed, bytes_resumed=engine.bytes_resumed,
+                  files_deleted=len(deleted), transferred=[r for r, _ in plan["upload"]], deleted=deleted,
+                  manifest_written=True, throughput_mib_s=mib_per_second(engine.bytes_sent, seconds))
+    result["seconds"] = round(time.time() - started, 3)
+    return result
+
+
+def _list_pending_uploads(client, bucket, prefix):
+    """key -> [upload ids] of multipart uploads in progress under ``prefix``."""
+    pending = {}
+    paginator = client.get_paginator("list_multipart_uploads")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for upload in page.get("Uploads", []) or []:
+            pending.setdefault(upload["Key"], []).append(upload["UploadId"])
+    return pending
+
+
+def _staged_model(ctx, params, action):
+    """Listing + manifest of a staged prefix, refusing anything incomplete. Returns (prefix, listing,
+    manifest)."""
+    bucket = params["bucket"]
+    prefix = normalize_prefix(params["prefix"])
+    _exists, remote, manifest, manifest_modified = _load_remote(ctx, bucket, prefix)
+    where = checkpoint_path(bucket, prefix)
+    if manifest is None:
+        raise StageError(
+            "cannot %s %s: it has no %s, so it was never completely staged (or a push is in progress or was "
+            "interrupted). Stage it with s3_model_stage mode=push first" % (action, where, MANIFEST_NAME),
+            objects=len(remote))
+    problems = listing_problems(manifest, remote, manifest_modified)
+    if problems:
+        raise StageError("cannot %s %s: it does not match its manifest: %s. Re-run mode=push from the source"
+                         % (action, where, "; ".join("%s: %s" % p for p in problems)),
+                         files=[p[0] for p in problems])
+    errors = check_model_files(list(manifest["files"]), params.get("required_files"), _manifest_index(ctx, params,
+                                                                                                      prefix, manifest))
+    if errors:
+        raise StageError("cannot %s %s: the staged model is incomplete: %s" % (action, where, "; ".join(errors)))
+    return prefix, remote, manifest
+
+
+def _manifest_index(ctx, params, prefix, manifest):
+    if INDEX_NAME not in manifest["files"] or params.get("required_files") is not None:
+        return None
+    key = object_key(prefix, INDEX_NAME)
+    resp = ctx.s3_call(params["bucket"], "reading %s" % key, ctx.client.get_object, Bucket=params["bucket"], Key=key)
+    try:
+        return json.loads(resp["Body"].read().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def run_verify(ctx, params):
+    started = time.time()
+    bucket = params["bucket"]
+    prefix, remote, manifest = _staged_model(ctx, params, "verify")
+    result = _result_base("verify", bucket, prefix)
+    files = manifest["files"]
+    result.update(summary=manifest.get("summary") or {}, files_total=len(files),
+                  bytes_total=sum(f["size"] for f in files.values()))
+    if params.get("verify_content"):
+        engine = TransferEngine(ctx.client, bucket, params["concurrency"], params["part_size"], ctx.endpoint_url)
+        shas = engine.hash_objects([(rel, f["size"], f.get("etag")) for rel, f in sorted(files.items())], prefix)
+        bad = sorted(rel for rel, f in files.items() if shas.get(rel) != f["sha256"])
+        if bad:
+            raise StageError("verify failed for %s: content of %s does not match the manifest's sha256 (changed or "
+                             "corrupted after staging). Re-run mode=push from the source"
+                             % (checkpoint_path(bucket, prefix), ", ".join(bad)), files=bad)
+        result["bytes_read"] = engine.bytes_received
+    result["seconds"] = round(time.time() - started, 3)
+    return result
+
+
+def run_pull(ctx, params):
+    started = time.time()
+    bucket = params["bucket"]
+    dest = params["dest"]
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise StageError("dest %s exists and is not a directory" % dest)
+    prefix, remote, manifest = _staged_model(ctx, params, "pull")
+    result = _result_base("pull", bucket, prefix)
+    include = params.get("include") or []
+    exclude = list(DEFAULT_EXCLUDE) + list(params.get("exclude") or [])
+    wanted = dict((rel, f) for rel, f in manifest["files"].items() if path_selected(rel, include, exclude))
+    local_stats = scan_local_dir(dest, include, exclude) if os.path.isdir(dest) else {}
+    cache = ctx.hash_cache()
+    abs_dest = os.path.abspath(dest)
+    to_hash = dict((rel, (os.path.join(abs_dest, *rel.split("/")), st)) for rel, st in local_stats.items()
+                   if rel in wanted and st.st_size == wanted[rel]["size"])
+    local_shas = hash_files(to_hash, cache, params["concurrency"])
+    extra = [rel for rel in local_stats if rel not in wanted]
+    plan = plan_pull(wanted, dict((r, s.st_size) for r, s in local_stats.items()), local_shas,
+                     params.get("delete_extra"), extra)
+    local_manifest_path = os.path.join(abs_dest, MANIFEST_NAME)
+    local_manifest = None
+    if os.path.isfile(local_manifest_path):
+        try:
+            with open(local_manifest_path, "rb") as handle:
+                local_manifest = parse_manifest(handle.read(), local_manifest_path)
+        except (OSError, StageError):
+            local_manifest = None
+    manifest_changed = manifest_content(local_manifest) != manifest_content(manifest)
+    download_bytes = sum(wanted[r]["size"] for r, _ in plan["download"])
+    result.update(summary=manifest.get("summary") or {}, files_total=len(wanted),
+                  bytes_total=sum(f["size"] for f in wanted.values()), files_skipped=len(plan["skip"]))
+    result["plan"] = {"download": [{"path": r, "reason": why} for r, why in plan["download"]],
+                      "delete": plan["delete"], "skip": len(plan["skip"])}
+    if ctx.diff:
+        before = dict((r, {"size": s.st_size, "sha256": local_shas.get(r)}) for r, s in local_stats.items())
+        after = dict((r, {"size": wanted[r]["size"], "sha256": wanted[r]["sha256"]}) for r in wanted)
+        for r in extra:
+            if not params.get("delete_extra"):
+                after[r] = before[r]
+        result["diff"] = render_diff(before, after)
+    changed = bool(plan["download"] or plan["delete"] or manifest_changed)
+    if ctx.check_mode:
+        cache.save()
+        result.update(changed=changed, files_transferred=len(plan["download"]), bytes_transferred=download_bytes,
+                      files_deleted=len(plan["delete"]), transferred=[r for r, _ in plan["download"]],
+                      deleted=plan["delete"], manifest_written=manifest_changed)
+        return result
+    if not os.path.isdir(abs_dest):
+        os.makedirs(abs_dest, exist_ok=True)
+    transfer_started = time.time()
+    engine = TransferEngine(ctx.client, bucket, params["concurrency"], params["part_size"], ctx.endpoint_url)
+    items = [(rel, wanted[rel]["size"], wanted[rel]["sha256"], wanted[rel].get("etag")) for rel, _ in plan["download"]]
+    try:
+        done = engine.download(items, prefix, abs_dest) if items else {}
+    finally:
+        cache.save()
+    for rel, path in done.items():
+        cache.store(path, os.stat(path), wanted[rel]["sha256"])
+    deleted = []
+    for rel in plan["delete"]:
+        os.unlink(os.path.join(abs_dest, *rel.split("/")))
+        deleted.append(rel)
+    if changed:
+        _atomic_write_json(local_manifest_path, manifest)
+    cache.save()
+    seconds = time.time() - transfer_started
+    result.update(changed=changed, files_transferred=len(done), bytes_transferred=engine.bytes_received,
+                  files_deleted=len(deleted), transferred=sorted(done), deleted=deleted,
+                  manifest_written=changed, throughput_mib_s=mib_per_second(engine.bytes_received, seconds))
+    result["seconds"] = round(time.time() - started, 3)
+    return result
+
+
+def run_stage(ctx, params):
+    """Entry point: dispatch on ``params['mode']``."""
+    mode = params["mode"]
+    if mode == "push":
+        return run_push(ctx, params)
+    if mode == "pull":
+        return run_pull(ctx, params)
+    return run_verify(ctx, params)
