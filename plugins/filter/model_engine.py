@@ -1,0 +1,58 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, llmops.serving contributors
+# Apache License 2.0 (see LICENSE)
+"""Filters of the model_engine role; the logic lives in module_utils/model_engine_values.py."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.errors import AnsibleFilterError
+from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.llmops.serving.plugins.module_utils import model_engine_values as logic
+
+
+def _values(inputs, extra_values=None, extra_known=None, render_record=None):
+    try:
+        generated = logic.build_values(inputs)
+        return logic.finalize_values(generated, extra_values or {}, extra_known or (), render_record)
+    except logic.ModelEngineInputError as exc:
+        errors = "\n- ".join(to_native(e) for e in exc.errors)
+        raise AnsibleFilterError("model_engine: bad input:\n- " + errors) from None
+
+
+def _served_apis(apis):
+    return logic.served_api_kinds(apis)
+
+
+def _unknown_keys(values, extra_known=None):
+    return logic.unknown_keys(values, extra_known or ())
+
+
+def _deep_merge(base, override):
+    return logic.deep_merge(base, override)
+
+
+def _hook_problems(hooks, served, droppable_groups=None):
+    manifests = []
+    for hook in hooks or []:
+        manifests.append(hook.get("manifest", "") if isinstance(hook, dict) else to_native(hook))
+    return logic.hook_problems(manifests, served, droppable_groups)
+
+
+def _manifest_diff(current, planned):
+    return logic.manifest_diff(current or "", planned or "")
+
+
+class FilterModule(object):
+    """llmops.serving model_engine filters."""
+
+    def filters(self):
+        return {
+            "model_engine_values": _values,
+            "model_engine_served_apis": _served_apis,
+            "model_engine_unknown_keys": _unknown_keys,
+            "model_engine_deep_merge": _deep_merge,
+            "model_engine_hook_problems": _hook_problems,
+            "model_engine_manifest_diff": _manifest_diff,
+        }

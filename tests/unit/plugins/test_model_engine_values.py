@@ -1,0 +1,285 @@
+"""Values generation of the model_engine role: required keys, no unknown keys, secrets by reference,
+GPU facts mapped, bad input named with its fix."""
+
+import copy
+import json
+
+import pytest
+from ansible_collections.llmops.serving.plugins.module_utils import model_engine_values as me
+
+T4_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+SECRET_WORDS = ("s3cr3t-password", "AKIAEXAMPLE", "wJalrXUtnFEMI")
+
+
+def inputs(**overrides):
+    base = {
+        "namespace": "llm-engine",
+        "endpoint_namespace": "llm-engine-endpoints",
+        "tag": "0.9.3",
+        "image_registry": "registry.local",
+        "image_repository": "registry.local/llm-engine/model-engine",
+        "inference_images": {"vllm": {"repository": "registry.local/vllm/vllm-openai", "tag": "v0.6.3"}},
+        "postgres": {"host": "postgres.llm-engine", "port": 5432, "database": "llm_engine",
+                     "user": "llm_engine", "secret_name": "llm-engine-postgres-credentials",
+                     "password_key": "password", "database_url_key": "database_url",
+                     "namespace": "llm-engine"},
+        "redis": {"host": "redis.llm-engine.svc", "port": 6379, "tls": True, "ca_secret_name": "redis-ca",
+                  "ca_secret_key": "ca.crt", "password_secret_name": "redis-auth",
+                  "password_secret_key": "password", "namespace": "llm-engine", "url_scheme": "rediss"},
+        "s3_endpoint_url": "http://minio.storage:9000",
+        "s3_credentials_secret": "llm-engine-s3",
+        "checkpoints": {"llama-3-8b": {"checkpoint_path": "s3://models/llama-3-8b/",
+                                       "manifest_key": "llama-3-8b/.manifest.json"}},
+        "gpu_types": {
+            "nvidia-tesla-t4": {"nodes": ["t4-a"], "gpus_total": 1, "gpus_free": 1, "gpu_memory_mib": 15360,
+                                "resource_name": "nvidia.com/gpu",
+                                "node_selector": {"k8s.amazonaws.com/accelerator": "nvidia-tesla-t4"},
+                                "tolerations": [T4_TOLERATION], "vendor": "nvidia"},
+            "nvidia-hopper-h100": {"nodes": ["h100-a"], "gpus_total": 8, "gpus_free": 8,
+                                   "gpu_memory_mib": 81559, "resource_name": "nvidia.com/gpu",
+                                   "node_selector": {"k8s.amazonaws.com/accelerator": "nvidia-hopper-h100"},
+                                   "tolerations": [T4_TOLERATION,
+                                                   {"key": "dedicated", "operator": "Equal", "value": "gpu",
+                                                    "effect": "NoSchedule"}],
+                                   "vendor": "nvidia"},
+        },
+        "recommended_hardware": {
+            "byGpuMemoryGb": [
+                {"gpu_memory_le": 12, "cpus": 4, "gpus": 1, "memory": "16Gi", "storage": "40Gi",
+                 "gpu_type": "nvidia-tesla-t4", "nodes_per_worker": 1},
+                {"gpu_memory_le": 640, "cpus": 80, "gpus": 8, "memory": "800Gi", "storage": "640Gi",
+                 "gpu_type": "nvidia-hopper-h100", "nodes_per_worker": 1},
+            ],
+            "byModelName": [],
+        },
+    }
+    base.update(overrides)
+    return base
+
+
+def values(**overrides):
+    return me.finalize_values(me.build_values(inputs(**overrides)))
+
+
+def errors_of(**overrides):
+    with pytest.raises(me.ModelEngineInputError) as info:
+        me.finalize_values(me.build_values(inputs(**overrides)))
+    return info.value.errors
+
+
+# --------------------------------------------------------------------------- required keys
+
+
+def test_generated_values_have_no_unknown_keys_and_every_required_key():
+    result = values()
+    assert me.unknown_keys(result) == []
+    launch = result["config"]["values"]["launch"]
+    infra = result["config"]["values"]["infra"]
+    assert sorted(set(me.LAUNCH_REQUIRED_KEYS) - set(launch)) == []
+    for key in me.INFRA_REQUIRED_KEYS:
+        assert infra[key] not in (None, ""), key
+
+
+def test_on_prem_settings():
+    result = values()
+    infra = result["config"]["values"]["infra"]
+    launch = result["config"]["values"]["launch"]
+    assert infra["cloud_provider"] == "onprem"
+    assert infra["docker_registry_type"] == "onprem"
+    assert infra["celery_broker_type_redis"] is True
+    assert infra["redis_host"] == "redis.llm-engine.svc"
+    assert infra["s3_bucket"] == "models"  # taken from the staged checkpoints
+    assert launch["endpoint_namespace"] == "llm-engine-endpoints"
+    assert launch["gateway_namespace"] == "llm-engine"
+    assert launch["cache_redis_onprem_url"] == "rediss://redis.llm-engine.svc:6379/15"
+    assert launch["cloud_file_llm_fine_tune_repository"] == "s3://models/llm-ft-job-repository"
+    assert launch["vllm_repository"] == "registry.local/vllm/vllm-openai"
+    assert launch["tgi_repository"] == "registry.local/text-generation-inference"
+    assert result["inferenceFramework"] == {"vllm": "v0.6.3"}
+    assert result["celeryBrokerType"] == "elasticache"
+    assert result["s3EndpointUrl"] == "http://minio.storage:9000"
+    assert result["tag"] == "0.9.3"
+    assert result["image"]["gatewayRepository"] == "registry.local/llm-engine/model-engine"
+    assert result["autoscaling"]["horizontal"]["enabled"] is False  # no metrics adapter assumed
+    # no fullname change: the server looks its ConfigMaps up as model-engine-...
+    assert "fullnameOverride" not in result and "serviceIdentifier" not in result
+
+
+def test_false_survives_the_charts_quoting():
+    # The chart writes `{{ $value | quote }}`: false would become the truthy string "false".
+    launch = values()["config"]["values"]["launch"]
+    assert launch["istio_enabled"] == ""
+    assert launch["sensitive_log_mode"] == ""
+    assert values(istio_enabled=True)["config"]["values"]["launch"]["istio_enabled"] is True
+
+
+def test_node_selector_default_clears_the_chart_default():
+    # null deletes the chart's `node-lifecycle: normal`, which on-prem nodes lack
+    assert values()["nodeSelector"] is None
+    assert values(node_selector={"role": "platform"})["nodeSelector"] == {"role": "platform"}
+
+
+# --------------------------------------------------------------------------- secrets only by reference
+
+
+def test_secrets_appear_only_by_reference():
+    result = values()
+    text = json.dumps(result)
+    for word in SECRET_WORDS:
+        assert word not in text
+    assert result["secrets"]["kubernetesDatabaseSecretName"] == "llm-engine-postgres-credentials"
+    assert result["redis"]["authSecretName"] == "redis-auth"
+    assert result["redis"]["authSecretKey"] == "password"
+    assert result["redis"]["enableAuth"] is True and result["redis"]["enableTLS"] is True
+    assert "auth" not in result["redis"]
+    env = {item["name"]: item for item in result["extraEnvVars"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "llm-engine-s3",
+                                                                     "key": "AWS_ACCESS_KEY_ID"}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "llm-engine-s3"
+    assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
+    assert result["extraPodEnvFrom"] == [{"secretRef": {"name": "llm-engine-s3"}}]
+
+
+def test_redis_password_in_values_is_refused():
+    with pytest.raises(me.ModelEngineInputError) as info:
+        me.finalize_values(me.build_values(inputs()), {"redis": {"auth": "s3cr3t-password"}})
+    assert any("redis.auth" in e and "by reference" in e for e in info.value.errors)
+    assert not any("s3cr3t-password" in e for e in info.value.errors)
+
+
+# --------------------------------------------------------------------------- GPU facts
+
+
+def test_gpu_facts_are_mapped():
+    result = values()
+    assert result["gpuTolerations"] == [T4_TOLERATION, {"key": "dedicated", "operator": "Equal",
+                                                        "value": "gpu", "effect": "NoSchedule"}]
+    devices = {device["name"]: device for device in result["imageCache"]["devices"]}
+    assert sorted(devices) == ["nvidia-hopper-h100", "nvidia-tesla-t4"]
+    assert devices["nvidia-tesla-t4"]["nodeSelector"] == {"k8s.amazonaws.com/accelerator": "nvidia-tesla-t4"}
+    rows = result["recommendedHardware"]["byGpuMemoryGb"]
+    assert [row["gpu_type"] for row in rows] == ["nvidia-tesla-t4", "nvidia-hopper-h100"]
+
+
+def test_recommended_hardware_must_point_at_discovered_gpus():
+    hardware = {"byGpuMemoryGb": [{"gpu_memory_le": 24, "cpus": 10, "gpus": 1, "memory": "24Gi",
+                                   "storage": "80Gi", "gpu_type": "nvidia-ampere-a10"}], "byModelName": []}
+    errors = errors_of(recommended_hardware=hardware)
+    assert any("nvidia-ampere-a10" in e and "no such GPU was discovered" in e for e in errors)
+
+
+def test_no_gpu_fails_unless_allowed():
+    errors = errors_of(gpu_types={}, recommended_hardware={"byGpuMemoryGb": [], "byModelName": []})
+    assert any("gpu_discovery_types is empty" in e for e in errors)
+    result = values(gpu_types={}, recommended_hardware={"byGpuMemoryGb": [], "byModelName": []},
+                    require_gpu=False)
+    assert result["gpuTolerations"] == [] and result["imageCache"]["devices"] == []
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_unknown_key_in_extra_values_names_the_fix():
+    with pytest.raises(me.ModelEngineInputError) as info:
+        me.finalize_values(me.build_values(inputs()), {
+            "config": {"values": {"launch": {"s3_file_llm_fine_tuning_job_repository": "s3://x/y"}}},
+            "imagePullSecret": [{"name": "x"}],
+        })
+    text = "\n".join(info.value.errors)
+    assert ("config.values.launch.s3_file_llm_fine_tuning_job_repository (did you mean "
+            "config.values.launch.cloud_file_llm_fine_tune_repository?)") in text
+    assert "imagePullSecret (did you mean imagePullSecrets?)" in text
+    assert "model_engine_extra_known_keys" in text
+
+
+def test_extra_known_keys_accept_keys_of_newer_charts():
+    extra = {"config": {"values": {"launch": {"brand_new_key": "x"}}}, "newTopLevel": {"a": 1}}
+    result = me.finalize_values(me.build_values(inputs()), extra,
+                                extra_known=["config.values.launch.brand_new_key", "newTopLevel"])
+    assert result["config"]["values"]["launch"]["brand_new_key"] == "x"
+
+
+def test_free_form_maps_are_not_checked():
+    extra = {"nodeSelector": {"any/label": "x"}, "resources": {"limits": {"cpu": "4"}},
+             "serviceAccount": {"annotations": {"a/b": "c"}}}
+    assert me.finalize_values(me.build_values(inputs()), extra)["nodeSelector"] == {"any/label": "x"}
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ({"fullnameOverride": "llm"}, "fullnameOverride"),
+    ({"serviceIdentifier": "x"}, "serviceIdentifier"),
+    ({"config": {"values": {"infra": {"env": "prod"}}}}, "config.values.infra.env"),
+    ({"config": {"values": {"launch": {"dd_trace_enabled": True}}}}, "duplicate YAML key"),
+])
+def test_forbidden_keys(extra, needle):
+    with pytest.raises(me.ModelEngineInputError) as info:
+        me.finalize_values(me.build_values(inputs()), extra)
+    assert any(needle in e for e in info.value.errors)
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    ({"tag": "latest"}, "model_engine_tag 'latest' is not a pinned image tag"),
+    ({"tag": ""}, "model_engine_tag"),
+    ({"inference_images": {"vllm": {"repository": "r/vllm", "tag": "latest"}}},
+     "model_engine_inference_images.vllm.tag 'latest' is not pinned"),
+    ({"inference_images": {"vlm": {"tag": "1"}}}, "unknown frameworks vlm"),
+    ({"namespace": "LLM_Engine"}, "model_engine_namespace 'LLM_Engine' is not a valid namespace"),
+    ({"postgres": {"secret_name": "pg", "database_url_key": "url", "namespace": "llm-engine"}},
+     "always reads key 'database_url'"),
+    ({"postgres": {"secret_name": "pg", "namespace": "data"}}, "create the Secret in 'llm-engine'"),
+    ({"redis": {"port": 6379}}, "redis_connection.host is required"),
+    ({"redis": {"host": "r", "password_secret_name": "Bad_Name", "password_secret_key": "p"}},
+     "is not a valid Secret name"),
+    ({"s3_endpoint_url": "minio:9000"}, "must be an http(s) URL"),
+    ({"checkpoints": {"m": {"checkpoint_path": "/data/m"}}}, "is not an s3:// URL"),
+    ({"s3_bucket": "other"}, "are in bucket 'models', not in model_engine_s3_bucket 'other'"),
+    ({"service_type": "Ingress"}, "model_engine_service_type 'Ingress'"),
+    ({"service_node_port": 30080}, "set the type to NodePort"),
+    ({"image_repository": ""}, "model_engine_image_repository is required"),
+])
+def test_bad_input_is_named_with_the_fix(overrides, needle):
+    errors = errors_of(**overrides)
+    assert any(needle in e for e in errors), errors
+
+
+def test_all_errors_are_reported_at_once():
+    errors = errors_of(tag="latest", s3_endpoint_url="nope", service_type="x")
+    assert len(errors) >= 3
+
+
+def test_build_values_does_not_modify_its_input():
+    given = inputs()
+    snapshot = copy.deepcopy(given)
+    me.build_values(given)
+    assert given == snapshot
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_deep_merge():
+    base = {"a": {"b": 1, "c": [1, 2]}, "d": 1}
+    merged = me.deep_merge(base, {"a": {"c": [3], "e": None}, "f": {"g": 1}})
+    assert merged == {"a": {"b": 1, "c": [3], "e": None}, "d": 1, "f": {"g": 1}}
+    assert base == {"a": {"b": 1, "c": [1, 2]}, "d": 1}
+
+
+def test_unknown_keys_suggestions():
+    found = me.unknown_keys({"image": {"gatewayRepo": "x"}, "totallyunrelatedthing": 1})
+    assert {"path": "image.gatewayRepo", "suggestion": "image.gatewayRepository"} not in found  # too far
+    assert {"path": "totallyunrelatedthing", "suggestion": None} in found
+    found = me.unknown_keys({"replicaCount": {"gateways": 2}})
+    assert found == [{"path": "replicaCount.gateways", "suggestion": "replicaCount.gateway"}]
+
+
+def test_served_api_kinds():
+    apis = {"v1": {"ConfigMap": {}, "Pod": {}}, "apps/v1": {"Deployment": {}},
+            "telemetry.istio.io/v1": {"Telemetry": {}}}
+    assert me.served_api_kinds(apis) == ["apps/v1/Deployment", "telemetry.istio.io/v1/Telemetry",
+                                         "v1/ConfigMap", "v1/Pod"]
+
+
+def test_render_record_is_stored_and_known():
+    result = me.finalize_values(me.build_values(inputs()), render_record={"postRenderer": "abc"})
+    assert result["llmopsServing"] == {"postRenderer": "abc"}
+    assert me.unknown_keys(result) == []
