@@ -189,7 +189,8 @@ def parse_safetensors_header(blob, file_size, name):
     try:
         header = json.loads(blob[8:8 + length].decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise StageError("weights file %s is not a valid safetensors file: header is not JSON (%s)" % (name, exc))
+        raise StageError("weights file %s is not a valid safetensors file: header is not JSON (%s)"
+                         % (name, exc)) from None
     if not isinstance(header, dict):
         raise StageError("weights file %s is not a valid safetensors file: header is not an object" % name)
     data_size = file_size - 8 - length
@@ -202,7 +203,7 @@ def parse_safetensors_header(blob, file_size, name):
             shape = info["shape"]
             start, end = info["data_offsets"]
         except (KeyError, TypeError, ValueError):
-            raise StageError("weights file %s: tensor %r lacks dtype/shape/data_offsets" % (name, tensor))
+            raise StageError("weights file %s: tensor %r lacks dtype/shape/data_offsets" % (name, tensor)) from None
         if end > data_size or start > end:
             raise StageError("weights file %s: tensor %r data_offsets [%s, %s] exceed the %d data bytes "
                              "(file truncated?)" % (name, tensor, start, end, data_size))
@@ -341,7 +342,7 @@ def parse_manifest(raw, where):
     try:
         data = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise StageError("manifest %s is not valid JSON (%s): re-run mode=push to rewrite it" % (where, exc))
+        raise StageError("manifest %s is not valid JSON (%s): re-run mode=push to rewrite it" % (where, exc)) from None
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise StageError("%s is not an llmops.serving model manifest (format %r): re-run mode=push"
                          % (where, data.get("format") if isinstance(data, dict) else None))
@@ -509,7 +510,7 @@ def scan_local_dir(root, include, exclude):
             try:
                 st = os.stat(full)
             except OSError as exc:
-                raise StageError("cannot read %s: %s" % (full, exc.strerror or exc))
+                raise StageError("cannot read %s: %s" % (full, exc.strerror or exc)) from None
             if not _is_regular(st):
                 continue
             found[rel] = st
@@ -706,7 +707,7 @@ def _md5_b64(data):
 # Transfers
 # --------------------------------------------------------------------------------------------
 
-class _Cancelled(Exception):
+class _CancelledError(Exception):
     pass
 
 
@@ -785,7 +786,7 @@ class TransferEngine(object):
 
     # ---- errors -------------------------------------------------------------------------------
     def _fail(self, exc, action):
-        if isinstance(exc, _Cancelled):
+        if isinstance(exc, _CancelledError):
             return
         with self.lock:
             if isinstance(exc, StageError):
@@ -796,7 +797,7 @@ class TransferEngine(object):
 
     def _check(self):
         if self.cancel.is_set():
-            raise _Cancelled()
+            raise _CancelledError()
 
     def _run(self, tasks):
         """Run callables on the pool; raise StageError with the first failure."""
@@ -881,7 +882,7 @@ class TransferEngine(object):
             upload_id, kept, journal, ranges = self._start_multipart(key, sha, size, psize, resume, pending)
         except Exception as exc:  # noqa: BLE001
             self._fail(exc, "starting the multipart upload of %s" % key)
-            raise StageError(self.errors[0] if self.errors else str(exc))
+            raise StageError(self.errors[0] if self.errors else str(exc)) from None
         with self.lock:
             self.open_uploads[key] = upload_id
             for number, _offset, length in ranges:
@@ -1020,7 +1021,7 @@ class TransferEngine(object):
                         pos += len(chunk)
                         if self.cancel.is_set():
                             body.close()
-                            raise _Cancelled()
+                            raise _CancelledError()
                     if pos != offset + length:
                         raise StageError("s3://%s/%s: got %d bytes for range %d-%d (object changed during the pull?)"
                                          % (self.bucket, record["key"], pos - offset, offset, offset + length - 1))
@@ -1091,7 +1092,7 @@ class StageContext(object):
         except StageError:
             raise
         except Exception as exc:  # noqa: BLE001 - every S3 failure becomes a named StageError
-            raise StageError(describe_s3_error(exc, self.endpoint_url, bucket, action), code=error_code(exc))
+            raise StageError(describe_s3_error(exc, self.endpoint_url, bucket, action), code=error_code(exc)) from None
 
 
 def _read_json_file(path, rel):
@@ -1099,7 +1100,7 @@ def _read_json_file(path, rel):
         with open(path, "rb") as handle:
             return json.loads(handle.read().decode("utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise StageError("%s is not valid JSON (%s): fix or regenerate the model's %s" % (path, exc, rel))
+        raise StageError("%s is not valid JSON (%s): fix or regenerate the model's %s" % (path, exc, rel)) from None
 
 
 def inspect_local_model(src, stats, required_files):
@@ -1163,9 +1164,9 @@ def _load_remote(ctx, bucket, prefix, create_bucket=False):
             if create_bucket:
                 return False, {}, None, None
             raise StageError("bucket %r does not exist at %s: create it, or set create_bucket: true"
-                             % (bucket, ctx.endpoint_url or "AWS S3"), code="NoSuchBucket")
+                             % (bucket, ctx.endpoint_url or "AWS S3"), code="NoSuchBucket") from None
         raise StageError(describe_s3_error(exc, ctx.endpoint_url, bucket, "listing s3://%s/%s" % (bucket, prefix)),
-                         code=error_code(exc))
+                         code=error_code(exc)) from None
     manifest_obj = listing.pop(MANIFEST_NAME, None)
     manifest = None
     if manifest_obj is not None:
@@ -1216,7 +1217,8 @@ def run_push(ctx, params):
             try:
                 meta = ctx.client.head_object(Bucket=bucket, Key=key).get("Metadata") or {}
             except Exception as exc:  # noqa: BLE001
-                raise StageError(describe_s3_error(exc, ctx.endpoint_url, bucket, "reading metadata of %s" % key))
+                raise StageError(describe_s3_error(exc, ctx.endpoint_url, bucket,
+                                                   "reading metadata of %s" % key)) from None
             if meta.get("sha256"):
                 head_shas[rel] = meta["sha256"]
     plan = plan_push(local, remote, manifest, params.get("delete_extra"), include, exclude, head_shas)
@@ -1279,7 +1281,7 @@ def run_push(ctx, params):
             "%s (%d bytes were sent before the failure; %s)" % (
                 engine.errors[0] if engine.errors else "upload failed", result_partial,
                 "re-run to resume" if params.get("resume", True) else "incomplete uploads were aborted"),
-            errors=engine.errors)
+            errors=engine.errors) from None
     for rel, etag in etags.items():
         plan["files"][rel]["etag"] = etag
         # The object now holds the local file: keep the local hash cached for the next run.

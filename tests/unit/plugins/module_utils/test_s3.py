@@ -2,9 +2,8 @@
 
 import botocore.exceptions
 import pytest
-from botocore.exceptions import ClientError
-
 from ansible_collections.llmops.serving.plugins.module_utils import s3
+from botocore.exceptions import ClientError
 
 
 def params(**over):

@@ -7,7 +7,6 @@ import struct
 import sys
 
 import pytest
-
 from ansible_collections.llmops.serving.plugins.module_utils import s3_stage as st
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "fixtures"))
