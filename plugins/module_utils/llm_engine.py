@@ -287,6 +287,7 @@ class LLMEngineClient(object):
                  retry_budget=120.0, backoff_base=1.0, backoff_cap=20.0, sleep=time.sleep,
                  clock=time.monotonic, rand=random.random):
         self.base_url = url.rstrip("/")
+        self.user_id = user_id
         token = base64.b64encode(("%s:" % user_id).encode("utf-8")).decode("ascii")
         self._headers = {"Authorization": "Basic " + token, "Accept": "application/json"}
         self.timeout = timeout
@@ -358,14 +359,22 @@ class LLMEngineClient(object):
             self._sleep(delay)
 
     # -- API ---------------------------------------------------------------------------------------
-    def get_endpoint(self, name):
-        """The endpoint named ``name`` or None when the gateway answers 404."""
+    def get_endpoint(self, name, own_only=True):
+        """The endpoint named ``name`` or None when the gateway answers 404.
+
+        The gateway also answers with other users' public endpoints of that name; with ``own_only``
+        those count as missing, since this user can neither update nor delete them.
+        """
         try:
-            return self.request("GET", "%s/model-endpoints/%s" % (API_PREFIX, quote(name, safe="")))[1]
+            endpoint = self.request("GET", "%s/model-endpoints/%s" % (API_PREFIX, quote(name, safe="")))[1]
         except LLMEngineError as exc:
             if exc.status == 404:
                 return None
             raise
+        owner = ((endpoint or {}).get("spec") or {}).get("created_by")
+        if own_only and owner is not None and owner != self.user_id:
+            return None
+        return endpoint
 
     def list_endpoints(self, name=None, order_by=None):
         query = {}
@@ -763,7 +772,7 @@ def engine_args_errors(engine_args):
 # --------------------------------------------------------------------------------------------------
 # Diff
 
-def plan_changes(desired, current):
+def plan_changes(desired, current, name=None):
     """What to do to get from ``current`` (flattened, or None) to ``desired``.
 
     Returns a dict:
@@ -775,7 +784,7 @@ def plan_changes(desired, current):
     """
     if current is None:
         return {"action": "create", "changes": {}, "not_updatable": [],
-                "body": create_body(desired), "engine_args_unknown": False}
+                "body": create_body(desired, name), "engine_args_unknown": False}
     changes = {}
     unknown = False
     for key in ENDPOINT_FIELDS:
@@ -810,9 +819,9 @@ def plan_changes(desired, current):
             "engine_args_unknown": unknown}
 
 
-def create_body(desired):
-    """The POST body: every managed field that has a value, engine args at the top level."""
-    body = {}
+def create_body(desired, name=None):
+    """The POST body: the name, every managed field that has a value, engine args at the top level."""
+    body = {"name": name} if name is not None else {}
     for key in ENDPOINT_FIELDS:
         value = desired.get(key)
         if value is None or key == "engine_args":
@@ -1040,12 +1049,19 @@ def _run_present(module, client, result):
     params = module.params
     name = params["name"]
     endpoint = client.get_endpoint(name)
+    if endpoint is not None and endpoint.get("status") not in SETTLED:
+        # An update or delete is under way: compare against where it lands, not a half-built state.
+        outcome, endpoint, text, _ = wait_until(lambda: client.get_endpoint(name), _settled,
+                                                params["wait_timeout"])
+        if outcome == "timeout":
+            raise _RunError("endpoint %s is still busy after %ss (%s): raise wait_timeout or check the "
+                            "endpoint builder" % (name, params["wait_timeout"], text))
     current = current_state(endpoint)
     desired = desired_state(params, current)
     errors = validation_errors(desired, current, name=name, scale_from_zero=params["scale_from_zero"])
     if errors:
         raise _RunError("endpoint %s: %s" % (name, "; ".join(errors)), errors=errors)
-    plan = plan_changes(desired, current)
+    plan = plan_changes(desired, current, name)
     if plan["engine_args_unknown"]:
         module.warn("endpoint %s: the gateway does not report vLLM engine arguments, so changes to "
                     "engine_args cannot be detected; set recreate: true with a changed field to apply "
@@ -1071,7 +1087,7 @@ def _run_present(module, client, result):
                              desired)
         result["diff"] = {"before": managed_view(current, desired), "after": after}
     if action in ("create", "recreate"):
-        result["request_body"] = create_body(desired)
+        result["request_body"] = create_body(desired, name)
     elif action == "update":
         result["request_body"] = plan["body"]
     if module.check_mode:
@@ -1083,7 +1099,7 @@ def _run_present(module, client, result):
         if action == "recreate":
             _delete(client, name, deadline)
             _wait_gone(client, name, deadline)
-        _create(client, name, create_body(desired))
+        _create(client, name, create_body(desired, name))
     if params["wait"]:
         merged = dict(current or {})
         merged.update(dict((k, v) for k, v in desired.items() if v is not None))
