@@ -1,0 +1,384 @@
+"""s3_model_stage and the model_staging role against real MinIO servers.
+
+The sandbox MinIO (buckets ``it-s3-*``, removed afterwards) covers push/re-run/change/check mode/
+tamper/pull/errors/role; a throwaway MinIO on its own port covers what needs a server we may pause,
+kill or put behind TLS.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import time
+
+import pytest
+
+from tests.helpers.sandbox import run_playbook, task_results, total_changed
+from tests.integration.s3_helpers import (
+    ThrowawayMinio,
+    client_for,
+    delete_bucket,
+    run_stage,
+    sandbox_s3,
+    snapshot,
+    start_stage,
+    unique_bucket,
+)
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures"))
+from make_tiny_model import make_tiny_model, parameter_count  # noqa: E402
+
+pytestmark = pytest.mark.sandbox
+MANIFEST = ".llmops-manifest.json"
+MIB = 1024 * 1024
+
+
+def sha256(path):
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def conn(sandbox_env):
+    return sandbox_s3(sandbox_env)
+
+
+@pytest.fixture(scope="module")
+def client(conn):
+    return client_for(conn)
+
+
+@pytest.fixture
+def bucket(client):
+    name = unique_bucket("t")
+    client.create_bucket(Bucket=name)
+    yield name
+    delete_bucket(client, name)
+
+
+@pytest.fixture
+def model(tmp_path):
+    path = tmp_path / "tiny-llama"
+    make_tiny_model(str(path), seed=11)
+    return path
+
+
+def opts(tmp_path, **extra):
+    base = {"cache_dir": str(tmp_path / "cache"), "concurrency": 4, "part_size": "5MiB"}
+    base.update(extra)
+    return base
+
+
+def test_push_rerun_and_single_file_change(conn, client, bucket, model, tmp_path):
+    first, _ = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="models/tiny",
+                         **opts(tmp_path))
+    assert first.get("failed") is not True, first.get("msg")
+    assert first["changed"] is True
+    files = sorted(p.name for p in model.iterdir())
+    assert sorted(first["transferred"]) == files
+    assert first["bytes_transferred"] == sum(p.stat().st_size for p in model.iterdir())
+    assert first["checkpoint_path"] == "s3://%s/models/tiny/" % bucket
+    assert first["summary"]["architecture"] == "LlamaForCausalLM"
+    assert first["summary"]["parameters"] == parameter_count()
+    assert first["summary"]["parameters_source"] == "safetensors_header"
+
+    before = snapshot(client, bucket)
+    assert sorted(before) == sorted(["models/tiny/" + f for f in files] + ["models/tiny/" + MANIFEST])
+    manifest = json.loads(client.get_object(Bucket=bucket, Key="models/tiny/" + MANIFEST)["Body"].read())
+    for name in files:
+        assert manifest["files"][name]["sha256"] == sha256(model / name)
+        assert manifest["files"][name]["size"] == (model / name).stat().st_size
+    assert manifest["summary"]["dtype"] == "bfloat16"
+    # The manifest is the last object written.
+    last = max(before.items(), key=lambda kv: kv[1][2])[0]
+    assert last.endswith(MANIFEST)
+
+    second, _ = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="models/tiny", **opts(tmp_path))
+    assert second["changed"] is False
+    assert second["bytes_transferred"] == 0 and second["transferred"] == []
+    assert second["files_skipped"] == len(files)
+    assert snapshot(client, bucket) == before, "a no-op re-run wrote objects"
+
+    # Change one file in place, same size: only it moves.
+    shard = model / "model-00002-of-00002.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    third, _ = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="models/tiny", **opts(tmp_path))
+    assert third["changed"] is True
+    assert third["transferred"] == ["model-00002-of-00002.safetensors"]
+    assert third["bytes_transferred"] == len(data)
+    after = snapshot(client, bucket)
+    changed_keys = sorted(k for k in after if after[k] != before.get(k))
+    assert changed_keys == ["models/tiny/" + MANIFEST, "models/tiny/model-00002-of-00002.safetensors"]
+
+    verify, _ = run_stage(conn, mode="verify", bucket=bucket, prefix="models/tiny", verify_content=True,
+                          **opts(tmp_path))
+    assert verify.get("failed") is not True, verify.get("msg")
+    assert verify["changed"] is False and verify["bytes_read"] == sum(p.stat().st_size for p in model.iterdir())
+
+
+def test_check_mode_writes_nothing_and_reports_diff(conn, client, bucket, model, tmp_path):
+    checked, _ = run_stage(conn, check=True, diff=True, mode="push", src=str(model), bucket=bucket,
+                           prefix="cm", **opts(tmp_path))
+    assert checked["changed"] is True
+    assert len(checked["transferred"]) == len(list(model.iterdir()))
+    assert snapshot(client, bucket) == {}
+    assert "config.json" in checked["diff"]["after"] and checked["diff"]["before"] == ""
+
+    run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="cm", **opts(tmp_path))
+    before = snapshot(client, bucket)
+    (model / "tokenizer_config.json").write_text('{"changed": true}\n')
+    (model / "extra.txt").write_text("x")
+    checked, _ = run_stage(conn, check=True, diff=True, mode="push", src=str(model), bucket=bucket, prefix="cm",
+                           **opts(tmp_path))
+    assert checked["changed"] is True
+    assert sorted(checked["transferred"]) == ["extra.txt", "tokenizer_config.json"]
+    assert snapshot(client, bucket) == before
+
+    # Check mode of a missing bucket with create_bucket: reported, not created.
+    missing = unique_bucket("missing")
+    checked, _ = run_stage(conn, check=True, mode="push", src=str(model), bucket=missing, prefix="cm",
+                           create_bucket=True, **opts(tmp_path))
+    assert checked["changed"] is True and checked["bucket_created"] is True
+    assert missing not in [b["Name"] for b in client.list_buckets()["Buckets"]]
+
+
+def test_tampered_object_fails_verify_and_pull_naming_the_file(conn, client, bucket, model, tmp_path):
+    run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="tamper", **opts(tmp_path))
+    key = "tamper/model-00001-of-00002.safetensors"
+    body = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    body[100] ^= 0x01
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(body))
+
+    verify, _ = run_stage(conn, mode="verify", bucket=bucket, prefix="tamper", **opts(tmp_path))
+    assert verify["failed"] is True
+    assert "model-00001-of-00002.safetensors" in verify["msg"] and "manifest" in verify["msg"]
+
+    dest = tmp_path / "cache-dir"
+    pulled, _ = run_stage(conn, mode="pull", bucket=bucket, prefix="tamper", dest=str(dest), **opts(tmp_path))
+    assert pulled["failed"] is True
+    assert "model-00001-of-00002.safetensors" in pulled["msg"]
+    assert not dest.exists() or not any(dest.iterdir()), "pull wrote files from a prefix it refused"
+
+    # A push from the source repairs it; then both pass.
+    repaired, _ = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="tamper", **opts(tmp_path))
+    assert repaired["transferred"] == ["model-00001-of-00002.safetensors"]
+    verify, _ = run_stage(conn, mode="verify", bucket=bucket, prefix="tamper", **opts(tmp_path))
+    assert verify.get("failed") is not True, verify.get("msg")
+
+
+def test_pull_and_verify_refuse_a_prefix_without_manifest(conn, client, bucket, model, tmp_path):
+    run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="nomani", **opts(tmp_path))
+    client.delete_object(Bucket=bucket, Key="nomani/" + MANIFEST)
+    for mode, extra in (("verify", {}), ("pull", {"dest": str(tmp_path / "d")})):
+        result, _ = run_stage(conn, mode=mode, bucket=bucket, prefix="nomani", **opts(tmp_path, **extra))
+        assert result["failed"] is True
+        assert MANIFEST in result["msg"] and "never completely staged" in result["msg"]
+    assert not (tmp_path / "d").exists()
+
+
+def test_pull_into_cache_is_noop_when_intact(conn, client, bucket, model, tmp_path):
+    run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="pull", **opts(tmp_path))
+    dest = tmp_path / "node-cache"
+    pulled, _ = run_stage(conn, mode="pull", bucket=bucket, prefix="pull", dest=str(dest),
+                          **opts(tmp_path, cache_dir=str(tmp_path / "pull-cache")))
+    assert pulled.get("failed") is not True, pulled.get("msg")
+    assert pulled["changed"] is True
+    for item in model.iterdir():
+        assert sha256(dest / item.name) == sha256(item)
+    assert (dest / MANIFEST).is_file()
+    assert not [p for p in dest.iterdir() if p.name.endswith(".llmops-partial")]
+
+    again, _ = run_stage(conn, mode="pull", bucket=bucket, prefix="pull", dest=str(dest),
+                         **opts(tmp_path, cache_dir=str(tmp_path / "pull-cache")))
+    assert again["changed"] is False and again["bytes_transferred"] == 0
+
+    # Without the hash cache (fresh cache dir) the intact files are re-hashed, still nothing moves.
+    fresh, _ = run_stage(conn, mode="pull", bucket=bucket, prefix="pull", dest=str(dest),
+                         **opts(tmp_path, cache_dir=str(tmp_path / "other-cache")))
+    assert fresh["changed"] is False
+
+    # A corrupted local file (same size) is found and replaced, alone.
+    local = dest / "model-00002-of-00002.safetensors"
+    data = bytearray(local.read_bytes())
+    data[10] ^= 0x55
+    local.write_bytes(bytes(data))
+    fixed, _ = run_stage(conn, mode="pull", bucket=bucket, prefix="pull", dest=str(dest),
+                         **opts(tmp_path, cache_dir=str(tmp_path / "pull-cache")))
+    assert fixed["transferred"] == ["model-00002-of-00002.safetensors"]
+    assert sha256(local) == sha256(model / "model-00002-of-00002.safetensors")
+
+
+def test_errors_before_any_write(conn, client, bucket, model, tmp_path, sandbox_env):
+    os.unlink(model / "config.json")
+    (model / "model-00002-of-00002.safetensors").unlink()
+    result, _ = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="bad", **opts(tmp_path))
+    assert result["failed"] is True
+    assert "config.json is missing" in result["msg"]
+    assert "model-00002-of-00002.safetensors listed in model.safetensors.index.json is missing" in result["msg"]
+    assert snapshot(client, bucket) == {}
+
+    good = tmp_path / "good"
+    make_tiny_model(str(good), seed=1)
+    bad_creds = dict(conn, secret_key="wrong-secret-key-value")
+    result, run = run_stage(bad_creds, mode="push", src=str(good), bucket=bucket, prefix="x", **opts(tmp_path))
+    assert result["failed"] is True
+    assert "credentials were rejected" in result["msg"]
+    assert conn["endpoint_url"] in result["msg"] and bucket in result["msg"]
+    assert "wrong-secret-key-value" not in run["stdout"] + run["stderr"]
+
+    missing = unique_bucket("nobucket")
+    result, _ = run_stage(conn, mode="push", src=str(good), bucket=missing, prefix="x", **opts(tmp_path))
+    assert result["failed"] is True
+    assert "does not exist" in result["msg"] and "create_bucket: true" in result["msg"]
+    try:
+        created, _ = run_stage(conn, mode="push", src=str(good), bucket=missing, prefix="x", create_bucket=True,
+                               **opts(tmp_path))
+        assert created["bucket_created"] is True and created["changed"] is True
+    finally:
+        delete_bucket(client, missing)
+
+    result, _ = run_stage(conn, mode="push", src=str(good), bucket=bucket, prefix="x",
+                          **opts(tmp_path, part_size="1MiB", concurrency=0))
+    assert result["failed"] is True
+    assert "part_size must be between 5MiB and 5GiB" in result["msg"] and "concurrency" in result["msg"]
+
+
+@pytest.fixture
+def throwaway(tmp_path_factory):
+    servers = []
+
+    def make(tls=False):
+        server = ThrowawayMinio(str(tmp_path_factory.mktemp("minio")), tls=tls).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.destroy()
+
+
+def test_tls_failure_is_explained_and_ca_bundle_fixes_it(throwaway, tmp_path):
+    server = throwaway(tls=True)
+    client_for(server.conn(ca_bundle=server.ca_cert)).create_bucket(Bucket="it-s3-tls")
+    model = tmp_path / "m"
+    make_tiny_model(str(model), seed=2)
+    result, _ = run_stage(server.conn(), mode="push", src=str(model), bucket="it-s3-tls", prefix="m",
+                          **opts(tmp_path))
+    assert result["failed"] is True
+    assert "TLS" in result["msg"] and "ca_bundle" in result["msg"] and server.endpoint in result["msg"]
+    ok, _ = run_stage(server.conn(ca_bundle=server.ca_cert), mode="push", src=str(model), bucket="it-s3-tls",
+                      prefix="m", **opts(tmp_path))
+    assert ok.get("failed") is not True, ok.get("msg")
+    assert ok["changed"] is True
+
+
+def _parts_uploaded(client, bucket):
+    total = 0
+    for up in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) or []:
+        parts = client.list_parts(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"]).get("Parts", []) or []
+        total += len(parts)
+    return total
+
+
+def test_resume_after_server_killed_mid_push(throwaway, tmp_path):
+    server = throwaway()
+    admin = client_for(server.conn())
+    admin.create_bucket(Bucket="it-s3-resume")
+    model = tmp_path / "big"
+    # ~2 x 17 MiB shards -> 4 parts of 5 MiB each per shard.
+    make_tiny_model(str(model), seed=5, hidden=1024, vocab=8192)
+    total = sum(p.stat().st_size for p in model.iterdir())
+    args = dict(mode="push", src=str(model), bucket="it-s3-resume", prefix="big",
+                **opts(tmp_path, concurrency=1))
+    proc = start_stage(server.conn(), **args)
+    seen = 0
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        seen = _parts_uploaded(admin, "it-s3-resume")
+        if seen >= 3:
+            break
+        time.sleep(0.02)
+    assert seen >= 3, "the push finished or stalled before 3 parts were uploaded"
+    server.pause()
+    time.sleep(0.5)
+    server.kill()
+    out, _err = proc.communicate(timeout=180)
+    assert proc.returncode != 0, "the push survived the server being killed"
+    assert "re-run to resume" in out
+
+    server.proc = None
+    server.start()
+    listed = admin.list_multipart_uploads(Bucket="it-s3-resume").get("Uploads", []) or []
+    assert listed, "the killed push left no multipart upload to resume"
+    parts_before = _parts_uploaded(admin, "it-s3-resume")
+    assert parts_before >= 3
+    assert not any(k["Key"].endswith(MANIFEST) for k in admin.list_objects_v2(
+        Bucket="it-s3-resume").get("Contents", []) or []), "manifest written by an interrupted push"
+
+    resumed, _ = run_stage(server.conn(), **args)
+    assert resumed.get("failed") is not True, resumed.get("msg")
+    assert resumed["parts_resumed"] >= parts_before - 1
+    assert resumed["bytes_resumed"] >= (parts_before - 1) * 5 * MIB
+    # The small files finished before the kill: without a manifest, their sha256 metadata vouches for them.
+    assert resumed["files_skipped"] >= 2
+    # Finished parts and files were not sent again: sent + kept + skipped adds up to the model exactly.
+    skipped = sum(p.stat().st_size for p in model.iterdir() if p.name not in resumed["transferred"])
+    assert resumed["bytes_transferred"] + resumed["bytes_resumed"] + skipped == total
+    assert admin.list_multipart_uploads(Bucket="it-s3-resume").get("Uploads", []) in ([], None)
+
+    verify, _ = run_stage(server.conn(), mode="verify", bucket="it-s3-resume", prefix="big", verify_content=True,
+                          **opts(tmp_path))
+    assert verify.get("failed") is not True, verify.get("msg")
+    dest = tmp_path / "pulled"
+    pulled, _ = run_stage(server.conn(), mode="pull", bucket="it-s3-resume", prefix="big", dest=str(dest),
+                          **opts(tmp_path, cache_dir=str(tmp_path / "pc")))
+    assert pulled.get("failed") is not True, pulled.get("msg")
+    for item in model.iterdir():
+        assert sha256(dest / item.name) == sha256(item)
+
+
+def test_role_publishes_checkpoints_and_hides_secrets(conn, client, bucket, model, tmp_path):
+    # One model pushed from a directory, one already staged and only verified.
+    run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="pre/staged", **opts(tmp_path))
+    other = tmp_path / "other"
+    make_tiny_model(str(other), seed=3)
+    role_vars = {
+        "model_staging_models": [
+            {"name": "tiny-a", "src": str(other), "prefix": "role/a"},
+            {"name": "tiny-b", "prefix": "pre/staged"},
+        ],
+        "model_staging_bucket": bucket,
+        "model_staging_s3_endpoint_url": conn["endpoint_url"],
+        "model_staging_s3_access_key": conn["access_key"],
+        "model_staging_s3_secret_key": conn["secret_key"],
+        "model_staging_concurrency": 4,
+        "model_staging_part_size": "8MiB",
+        "model_staging_cache_dir": str(tmp_path / "role-cache"),
+    }
+    play = [{"name": "stage", "hosts": "localhost", "gather_facts": False, "vars": role_vars,
+             "roles": ["llmops.serving.model_staging"],
+             "post_tasks": [{"name": "show", "ansible.builtin.debug": {"var": "model_staging_checkpoints"}}]}]
+    run = run_playbook(play)
+    assert run["rc"] == 0, run["stdout"][-4000:]
+    facts = task_results(run, "show")[0]["model_staging_checkpoints"]
+    assert facts["tiny-a"]["checkpoint_path"] == "s3://%s/role/a/" % bucket
+    assert facts["tiny-a"]["mode"] == "push" and facts["tiny-a"]["changed"] is True
+    assert facts["tiny-b"]["checkpoint_path"] == "s3://%s/pre/staged/" % bucket
+    assert facts["tiny-b"]["mode"] == "verify" and facts["tiny-b"]["changed"] is False
+    assert facts["tiny-b"]["summary"]["architecture"] == "LlamaForCausalLM"
+    assert facts["tiny-a"]["total_bytes"] == sum(p.stat().st_size for p in other.iterdir())
+    assert facts["tiny-a"]["manifest_key"] == "role/a/" + MANIFEST
+    assert conn["secret_key"] not in run["stdout"] + run["stderr"]
+
+    rerun = run_playbook(play)
+    assert rerun["rc"] == 0 and total_changed(rerun) == 0, rerun["stdout"][-3000:]
+
+    # A broken entry fails with the model named and the module's reason, still without the secret.
+    role_vars["model_staging_models"].append({"name": "ghost", "prefix": "never/staged"})
+    failed = run_playbook(play)
+    assert failed["rc"] != 0
+    text = failed["stdout"]
+    assert "model ghost:" in text and "never completely staged" in text
+    assert conn["secret_key"] not in text + failed["stderr"]
