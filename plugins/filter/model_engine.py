@@ -44,6 +44,26 @@ def _manifest_diff(current, planned):
     return logic.manifest_diff(current or "", planned or "")
 
 
+def _rollout_pending(deployments, expected_names=None):
+    return logic.rollout_pending(deployments, expected_names or logic.CONTROL_PLANE_DEPLOYMENTS)
+
+
+def _secret_refs(values, namespace, endpoint_namespace, keda_served=False):
+    return logic.secret_references(values, namespace, endpoint_namespace, bool(keda_served))
+
+
+def _missing_secrets(lookups):
+    """``lookups``: results of a k8s_info loop over the references (item = reference)."""
+    references, found = [], {}
+    for result in lookups or []:
+        ref = result["item"]
+        references.append(ref)
+        resources = result.get("resources") or []
+        key = "%s/%s" % (ref["namespace"], ref["name"])
+        found[key] = sorted(resources[0].get("data") or {}) if resources else None
+    return logic.missing_secrets(references, found)
+
+
 class FilterModule(object):
     """llmops.serving model_engine filters."""
 
@@ -55,4 +75,7 @@ class FilterModule(object):
             "model_engine_deep_merge": _deep_merge,
             "model_engine_hook_problems": _hook_problems,
             "model_engine_manifest_diff": _manifest_diff,
+            "model_engine_rollout_pending": _rollout_pending,
+            "model_engine_secret_refs": _secret_refs,
+            "model_engine_missing_secrets": _missing_secrets,
         }

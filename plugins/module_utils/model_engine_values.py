@@ -546,9 +546,11 @@ def build_values(inputs):
     secret_key_key = inputs.get("s3_secret_key_key") or "AWS_SECRET_ACCESS_KEY"
     if s3_secret:
         _secret_ref_ok(errors, "model_engine_s3_credentials_secret", s3_secret, access_key_key)
-    inference_env_from = inputs.get("inference_env_from_secrets")
-    if inference_env_from is None:
-        inference_env_from = [s3_secret] if s3_secret else []
+    # inference pods get the S3 Secret's keys as environment (keys must be env names) plus extras
+    inference_env_from = [s3_secret] if s3_secret else []
+    for name in inputs.get("inference_env_from_secrets") or []:
+        if name not in inference_env_from:
+            inference_env_from.append(name)
     for name in inference_env_from:
         _secret_ref_ok(errors, "model_engine_inference_env_from_secrets", name, None)
 
@@ -1035,3 +1037,92 @@ def manifest_diff(current, planned):
         "before": "".join("---\n" + before[key] for key in changed + sorted(set(before) - set(after))),
         "after": "".join("---\n" + after[key] for key in changed + sorted(set(after) - set(before))),
     }
+
+
+# --------------------------------------------------------------------------- rollouts
+
+CONTROL_PLANE_DEPLOYMENTS = ("model-engine", "model-engine-endpoint-builder", "model-engine-cacher")
+
+
+def rollout_pending(deployments, expected_names=CONTROL_PLANE_DEPLOYMENTS):
+    """Why each expected Deployment has not finished rolling out (an empty dict when all have).
+
+    Complete means what ``kubectl rollout status`` waits for: the controller saw the latest spec,
+    every replica runs the new template, all are available and no old replica is left.
+    """
+    by_name = dict(((d.get("metadata") or {}).get("name"), d) for d in deployments or [])
+    pending = {}
+    for name in expected_names:
+        deployment = by_name.get(name)
+        if deployment is None:
+            pending[name] = "not found"
+            continue
+        spec = deployment.get("spec") or {}
+        status = deployment.get("status") or {}
+        want = spec.get("replicas", 1)
+        generation = (deployment.get("metadata") or {}).get("generation", 0)
+        if status.get("observedGeneration", 0) < generation:
+            pending[name] = "the controller has not seen generation %s yet" % generation
+        elif (status.get("updatedReplicas") or 0) < want:
+            pending[name] = "%s of %s replicas updated" % (status.get("updatedReplicas") or 0, want)
+        elif (status.get("replicas") or 0) > (status.get("updatedReplicas") or 0):
+            pending[name] = "%s old replicas still terminating" % (
+                (status.get("replicas") or 0) - (status.get("updatedReplicas") or 0))
+        elif (status.get("availableReplicas") or 0) < want:
+            pending[name] = "%s of %s updated replicas available" % (status.get("availableReplicas") or 0, want)
+    return pending
+
+
+# --------------------------------------------------------------------------- referenced Secrets
+
+
+def secret_references(values, namespace, endpoint_namespace, keda_served=False):
+    """Every Secret the release will read, as ``{namespace, name, keys, why}`` (sorted, merged)."""
+    refs = {}
+
+    def add(ns, name, key, why):
+        if not name:
+            return
+        item = refs.setdefault((ns, name), {"namespace": ns, "name": name, "keys": [], "why": []})
+        if key and key not in item["keys"]:
+            item["keys"].append(key)
+        if why not in item["why"]:
+            item["why"].append(why)
+
+    secrets = values.get("secrets") or {}
+    add(namespace, secrets.get("kubernetesDatabaseSecretName"), "database_url", "database URL of the server")
+    redis = values.get("redis") or {}
+    if redis.get("authSecretName"):
+        add(namespace, redis["authSecretName"], redis.get("authSecretKey") or "auth_token", "Redis password")
+        if keda_served and redis.get("enableAuth"):
+            add(endpoint_namespace, redis["authSecretName"], redis.get("authSecretKey") or "auth_token",
+                "Redis password for KEDA's TriggerAuthentication")
+    for env in values.get("extraEnvVars") or []:
+        ref = ((env or {}).get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            add(namespace, ref.get("name"), ref.get("key"), "environment variable %s of the server" % env.get("name"))
+    for item in values.get("extraPodEnvFrom") or []:
+        ref = (item or {}).get("secretRef") or {}
+        add(endpoint_namespace, ref.get("name"), None, "environment of the inference pods")
+    for item in values.get("imagePullSecrets") or []:
+        add(namespace, (item or {}).get("name"), None, "image pull secret of the control plane")
+        add(endpoint_namespace, (item or {}).get("name"), None, "image pull secret of the inference pods")
+    return [refs[key] for key in sorted(refs)]
+
+
+def missing_secrets(references, found):
+    """Problems with the referenced Secrets. ``found`` maps ``namespace/name`` to the list of its keys
+    (or None when the Secret does not exist). Never sees or returns secret values."""
+    problems = []
+    for ref in references:
+        keys = found.get("%s/%s" % (ref["namespace"], ref["name"]))
+        why = "; ".join(ref["why"])
+        if keys is None:
+            problems.append("Secret %s/%s does not exist (%s): create it before installing"
+                            % (ref["namespace"], ref["name"], why))
+            continue
+        absent = [key for key in ref["keys"] if key not in keys]
+        if absent:
+            problems.append("Secret %s/%s lacks key(s) %s (%s)" % (ref["namespace"], ref["name"],
+                                                                 ", ".join(absent), why))
+    return problems
