@@ -283,3 +283,60 @@ def test_render_record_is_stored_and_known():
     result = me.finalize_values(me.build_values(inputs()), render_record={"postRenderer": "abc"})
     assert result["llmopsServing"] == {"postRenderer": "abc"}
     assert me.unknown_keys(result) == []
+
+
+# --------------------------------------------------------------------------- Secrets and rollouts
+
+
+def test_secret_references_cover_every_secret_the_release_reads():
+    refs = me.secret_references(values(image_pull_secret="regcred"), "llm-engine", "llm-engine-endpoints",
+                                keda_served=True)
+    by_place = {(r["namespace"], r["name"]): r["keys"] for r in refs}
+    assert by_place == {
+        ("llm-engine", "llm-engine-postgres-credentials"): ["database_url"],
+        ("llm-engine", "redis-auth"): ["password"],
+        ("llm-engine-endpoints", "redis-auth"): ["password"],
+        ("llm-engine", "llm-engine-s3"): ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+        ("llm-engine-endpoints", "llm-engine-s3"): [],
+        ("llm-engine", "regcred"): [],
+        ("llm-engine-endpoints", "regcred"): [],
+    }
+    without_keda = me.secret_references(values(), "llm-engine", "llm-engine-endpoints")
+    assert ("llm-engine-endpoints", "redis-auth") not in {(r["namespace"], r["name"]) for r in without_keda}
+
+
+def test_missing_secrets_names_secret_and_key_never_values():
+    refs = me.secret_references(values(), "llm-engine", "llm-engine-endpoints")
+    found = {"llm-engine/llm-engine-postgres-credentials": ["url"],
+             "llm-engine/redis-auth": ["password"],
+             "llm-engine/llm-engine-s3": ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+             "llm-engine-endpoints/llm-engine-s3": None}
+    problems = me.missing_secrets(refs, found)
+    assert len(problems) == 2
+    assert problems[0].startswith("Secret llm-engine/llm-engine-postgres-credentials lacks key(s) database_url")
+    assert problems[1].startswith("Secret llm-engine-endpoints/llm-engine-s3 does not exist")
+    found["llm-engine/llm-engine-postgres-credentials"] = ["database_url"]
+    found["llm-engine-endpoints/llm-engine-s3"] = ["AWS_ACCESS_KEY_ID"]
+    assert me.missing_secrets(refs, found) == []
+
+
+def deployment(name, replicas=1, generation=2, observed=2, updated=1, total=1, available=1):
+    return {"metadata": {"name": name, "generation": generation}, "spec": {"replicas": replicas},
+            "status": {"observedGeneration": observed, "updatedReplicas": updated, "replicas": total,
+                       "availableReplicas": available}}
+
+
+def test_rollout_pending():
+    done = [deployment(n) for n in me.CONTROL_PLANE_DEPLOYMENTS]
+    assert me.rollout_pending(done) == {}
+    assert me.rollout_pending(done[:2]) == {"model-engine-cacher": "not found"}
+    cases = [
+        (deployment("model-engine", observed=1), "has not seen generation 2"),
+        (deployment("model-engine", replicas=2, updated=1, total=2, available=2), "1 of 2 replicas updated"),
+        # all available and as many as wanted, but one old replica is still there (surge)
+        (deployment("model-engine", replicas=2, updated=2, total=3, available=3), "1 old replicas"),
+        (deployment("model-engine", updated=1, total=1, available=0), "0 of 1 updated replicas available"),
+    ]
+    for item, reason in cases:
+        pending = me.rollout_pending([item] + done[1:])
+        assert list(pending) == ["model-engine"] and reason in pending["model-engine"], pending
