@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""S3 model staging benchmark: llmops.serving.s3_model_stage against s5cmd, `aws s3 sync` and
+community.aws.s3_sync on the same MinIO, in one run. Writes benchmarks/s3/RESULTS.md.
+
+Data set (generated in a temp dir, removed afterwards): N x SIZE safetensors-like shards (valid
+header + random bytes), config.json, model.safetensors.index.json and M small files.
+
+Measured per tool: push into an empty prefix, no-op re-run, pull into an empty directory (ours
+verifies SHA-256 of every file; the others do not verify), and for ours a push interrupted at ~50%
+(the client is killed, the server stays up) and resumed.
+
+Usage:
+  python benchmarks/s3/run.py                      # sandbox MinIO (.sandbox/sandbox.env), 4 x 1 GiB + 200
+  python benchmarks/s3/run.py --throwaway          # own MinIO on a free 127.0.0.1 port
+  python benchmarks/s3/run.py --shard-mib 64 --small-files 20 --tools ours,s5cmd   # quick look
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, ".collections"))
+
+from tests.conftest import _link_collection  # noqa: E402
+
+_link_collection()
+from tests.helpers.sandbox import load_env, process_env  # noqa: E402
+from tests.integration.s3_helpers import (  # noqa: E402
+    ThrowawayMinio,
+    client_for,
+    delete_bucket,
+)
+
+MIB = 1024 * 1024
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+# ---- data set --------------------------------------------------------------------------------
+
+def make_dataset(root, shards, shard_mib, small_files):
+    os.makedirs(root)
+    weight_map = {}
+    rows = shard_mib * MIB // (4096 * 2)
+    for i in range(shards):
+        name = "model-%05d-of-%05d.safetensors" % (i + 1, shards)
+        tensor = "model.layers.%d.weight" % i
+        nbytes = rows * 4096 * 2
+        header = {"__metadata__": {"format": "pt"},
+                  tensor: {"dtype": "BF16", "shape": [rows, 4096], "data_offsets": [0, nbytes]}}
+        raw = json.dumps(header).encode()
+        raw += b" " * (-len(raw) % 8)
+        with open(os.path.join(root, name), "wb") as handle:
+            handle.write(struct.pack("<Q", len(raw)) + raw)
+            left = nbytes
+            while left:
+                chunk = min(left, 64 * MIB)
+                handle.write(os.urandom(chunk))
+                left -= chunk
+        weight_map[tensor] = name
+    with open(os.path.join(root, "config.json"), "w") as handle:
+        json.dump({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "bfloat16",
+                   "hidden_size": 4096, "num_hidden_layers": shards, "num_attention_heads": 32,
+                   "vocab_size": 32000, "intermediate_size": 11008}, handle)
+    with open(os.path.join(root, "model.safetensors.index.json"), "w") as handle:
+        json.dump({"metadata": {}, "weight_map": weight_map}, handle)
+    small = os.path.join(root, "extra")
+    os.makedirs(small)
+    for i in range(small_files):
+        with open(os.path.join(small, "file-%04d.json" % i), "wb") as handle:
+            handle.write(os.urandom(1024 + (i * 997) % (60 * 1024)))
+    total = 0
+    count = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            total += os.path.getsize(os.path.join(dirpath, name))
+            count += 1
+    return total, count
+
+
+def tree_sha(root):
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            if rel.startswith(".llmops-manifest"):
+                continue
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(8 * MIB), b""):
+                    digest.update(chunk)
+            out[rel] = digest.hexdigest()
+    return out
+
+
+def drop_caches():
+    """Drop the page cache if allowed (root, writable /proc/sys); return whether it happened."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as handle:
+            handle.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+# ---- tools -----------------------------------------------------------------------------------
+
+class Tools:
+    def __init__(self, conn, bucket, workdir, concurrency, part_mib):
+        self.conn = conn
+        self.bucket = bucket
+        self.workdir = workdir
+        self.concurrency = concurrency
+        self.part_mib = part_mib
+        self.env = dict(process_env() if os.path.exists(os.path.join(REPO, ".sandbox", "sandbox.env")) else os.environ)
+        self.env.update({
+            "AWS_ACCESS_KEY_ID": conn["access_key"], "AWS_SECRET_ACCESS_KEY": conn["secret_key"],
+            "AWS_DEFAULT_REGION": conn.get("region") or "us-east-1", "AWS_REGION": conn.get("region") or "us-east-1",
+            "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required", "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+            "ANSIBLE_CONFIG": os.path.join(REPO, "ansible.cfg"), "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+            "ANSIBLE_PYTHON_INTERPRETER": sys.executable, "ANSIBLE_LOCALHOST_WARNING": "False",
+            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+        })
+        self.env.pop("AWS_ENDPOINT_URL", None)
+
+    def s3url(self, prefix):
+        return "s3://%s/%s/" % (self.bucket, prefix)
+
+    def run(self, cmd, check=True):
+        started = time.time()
+        proc = subprocess.run(cmd, env=self.env, cwd=REPO, capture_output=True, text=True, check=False)
+        seconds = time.time() - started
+        if check and proc.returncode != 0:
+            raise RuntimeError("%s failed (%d): %s %s" % (cmd[:3], proc.returncode, proc.stdout[-2000:],
+                                                         proc.stderr[-2000:]))
+        return seconds, proc
+
+    # ours
+    def play(self, args, path):
+        task = {"name": "stage", "llmops.serving.s3_model_stage": args, "register": "staged"}
+        with open(path, "w") as handle:
+            json.dump([{"name": "bench", "hosts": "localhost", "gather_facts": False, "tasks": [task]}], handle)
+        return [os.path.join(VENV_BIN, "ansible-playbook"), path, "-i", "localhost,", "-c", "local"]
+
+    def ours_args(self, mode, prefix, local, cache):
+        args = {"mode": mode, "bucket": self.bucket, "prefix": prefix, "endpoint_url": self.conn["endpoint_url"],
+                "access_key": self.conn["access_key"], "secret_key": self.conn["secret_key"],
+                "concurrency": self.concurrency, "part_size": "%dMiB" % self.part_mib, "cache_dir": cache}
+        args["src" if mode == "push" else "dest"] = local
+        return args
+
+    def ours(self, mode, prefix, local, cache, check=True):
+        cmd = self.play(self.ours_args(mode, prefix, local, cache), os.path.join(self.workdir, "play.json"))
+        seconds, proc = self.run(cmd, check=check)
+        result = {}
+        try:
+            plays = json.loads(proc.stdout)["plays"]
+            result = list(plays[0]["tasks"][0]["hosts"].values())[0]
+        except (ValueError, KeyError, IndexError):
+            pass
+        if check and result.get("failed"):
+            raise RuntimeError("ours %s failed: %s" % (mode, result.get("msg")))
+        return seconds, result
+
+    def s5cmd(self, *args):
+        exe = shutil.which("s5cmd", path=VENV_BIN + os.pathsep + self.env.get("PATH", ""))
+        return self.run([exe, "--endpoint-url", self.conn["endpoint_url"], *args])[0]
+
+    def aws(self, *args):
+        return self.run([os.path.join(VENV_BIN, "aws"), "--endpoint-url", self.conn["endpoint_url"], "s3", *args])[0]
+
+    def s3_sync(self, prefix, local):
+        args = {"mode": "push", "bucket": self.bucket, "key_prefix": prefix, "file_root": local,
+                "endpoint_url": self.conn["endpoint_url"], "access_key": self.conn["access_key"],
+                "secret_key": self.conn["secret_key"], "region": self.conn.get("region") or "us-east-1"}
+        task = {"name": "stage", "community.aws.s3_sync": args}
+        path = os.path.join(self.workdir, "sync.json")
+        with open(path, "w") as handle:
+            json.dump([{"name": "bench", "hosts": "localhost", "gather_facts": False, "tasks": [task]}], handle)
+        return self.run([os.path.join(VENV_BIN, "ansible-playbook"), path, "-i", "localhost,", "-c", "local"])[0]
+
+
+def parts_bytes(client, bucket, prefix):
+    total = 0
+    for up in client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", []) or []:
+        paginator = client.get_paginator("list_parts")
+        for page in paginator.paginate(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"]):
+            total += sum(p["Size"] for p in page.get("Parts", []) or [])
+    for obj in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []) or []:
+        total += obj["Size"]
+    return total
+
+
+def bench_resume(tools, client, data, total, cache):
+    """Kill our push at ~50% of the bytes (client side; the server stays up), re-run, count re-sent bytes."""
+    prefix = "resume"
+    cmd = tools.play(tools.ours_args("push", prefix, data, cache), os.path.join(tools.workdir, "resume.json"))
+    proc = subprocess.Popen(cmd, env=tools.env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    landed = 0
+    deadline = time.time() + 1800
+    while time.time() < deadline and proc.poll() is None:
+        landed = parts_bytes(client, tools.bucket, prefix + "/")
+        if landed >= total * 0.5:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    landed = parts_bytes(client, tools.bucket, prefix + "/")
+    seconds, result = tools.ours("push", prefix, data, cache)
+    return {"landed_at_kill": landed, "resent": result.get("bytes_transferred", 0),
+            "resumed": result.get("bytes_resumed", 0), "seconds": seconds,
+            "resent_fraction": result.get("bytes_transferred", 0) / float(total)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description="S3 model staging benchmark")
+    parser.add_argument("--throwaway", action="store_true", help="start an own MinIO instead of the sandbox's")
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--shard-mib", type=int, default=1024)
+    parser.add_argument("--small-files", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--part-mib", type=int, default=64)
+    parser.add_argument("--tools", default="ours,s5cmd,aws,s3_sync")
+    parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"))
+    args = parser.parse_args()
+    tools_wanted = args.tools.split(",")
+
+    workdir = tempfile.mkdtemp(prefix="llmops-s3-bench-")
+    server = None
+    try:
+        if args.throwaway:
+            server = ThrowawayMinio(os.path.join(workdir, "minio")).start()
+            conn = server.conn()
+            where = "throwaway MinIO on 127.0.0.1"
+        else:
+            env = load_env()
+            conn = {"endpoint_url": env["SANDBOX_S3_ENDPOINT"], "access_key": env["SANDBOX_S3_ACCESS_KEY"],
+                    "secret_key": env["SANDBOX_S3_SECRET_KEY"], "region": env.get("SANDBOX_S3_REGION") or "us-east-1"}
+            where = "sandbox MinIO (%s)" % conn["endpoint_url"]
+        client = client_for(conn, 8)
+        bucket = "it-s3-bench-%s" % uuid.uuid4().hex[:8]
+        client.create_bucket(Bucket=bucket)
+        data = os.path.join(workdir, "model")
+        print("generating data set in %s ..." % data, flush=True)
+        total, count = make_dataset(data, args.shards, args.shard_mib, args.small_files)
+        want = tree_sha(data)
+        tools = Tools(conn, bucket, workdir, args.concurrency, args.part_mib)
+        rows = []
+        notes = []
+        dropped = drop_caches()
+        notes.append("page cache %s between runs" % ("dropped" if dropped else "NOT dropped (not permitted); the "
+                                                     "data set stays cached in RAM for every tool alike"))
+
+        def measure(tool, phase, seconds, nbytes, extra=""):
+            mibs = nbytes / MIB / seconds if seconds > 0 and nbytes else 0.0
+            rows.append((tool, phase, seconds, mibs, extra))
+            print("%-10s %-8s %8.2f s %9.1f MiB/s %s" % (tool, phase, seconds, mibs, extra), flush=True)
+
+        def pull_dir(name):
+            path = os.path.join(workdir, "pull-" + name)
+            shutil.rmtree(path, ignore_errors=True)
+            return path
+
+        def clean_prefix(prefix):
+            paginator = client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "/"):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", []) or []]
+                if keys:
+                    client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+
+        if "ours" in tools_wanted:
+            cache = os.path.join(workdir, "ours-cache")
+            drop_caches()
+            seconds, result = tools.ours("push", "ours", data, cache)
+            measure("ours", "push", seconds, total, "transfer %.1f MiB/s" % result.get("throughput_mib_s", 0))
+            seconds, result = tools.ours("push", "ours", data, cache)
+            assert result.get("changed") is False, result
+            measure("ours", "no-op", seconds, 0, "hash cache warm")
+            seconds, result = tools.ours("push", "ours", data, os.path.join(workdir, "ours-cold-cache"))
+            measure("ours", "no-op, cold hash cache", seconds, 0, "re-hashes every file")
+            dest = pull_dir("ours")
+            drop_caches()
+            seconds, result = tools.ours("pull", "ours", dest, os.path.join(workdir, "ours-pull-cache"))
+            assert tree_sha(dest) == want, "ours: pulled tree differs"
+            measure("ours", "pull", seconds, total, "SHA-256 verified; transfer %.1f MiB/s"
+                    % result.get("throughput_mib_s", 0))
+            shutil.rmtree(dest)
+            clean_prefix("ours")
+            resume = bench_resume(tools, client, data, total, os.path.join(workdir, "resume-cache"))
+            measure("ours", "resume", resume["seconds"], resume["resent"],
+                    "killed at %.0f%% landed; re-sent %.1f%% of the bytes, kept %.1f%%" % (
+                        100.0 * resume["landed_at_kill"] / total, 100.0 * resume["resent_fraction"],
+                        100.0 * resume["resumed"] / total))
+            clean_prefix("resume")
+        if "s5cmd" in tools_wanted:
+            drop_caches()
+            measure("s5cmd", "push", tools.s5cmd("cp", data + "/", tools.s3url("s5cmd")), total)
+            measure("s5cmd", "no-op", tools.s5cmd("sync", data + "/", tools.s3url("s5cmd")), 0, "`s5cmd sync`")
+            dest = pull_dir("s5cmd")
+            drop_caches()
+            measure("s5cmd", "pull", tools.s5cmd("cp", tools.s3url("s5cmd") + "*", dest + "/"), total, "not verified")
+            assert tree_sha(dest) == want, "s5cmd: pulled tree differs"
+            shutil.rmtree(dest)
+            clean_prefix("s5cmd")
+        if "aws" in tools_wanted:
+            drop_caches()
+            measure("aws-cli", "push", tools.aws("sync", "--only-show-errors", data, tools.s3url("aws")), total)
+            measure("aws-cli", "no-op", tools.aws("sync", "--only-show-errors", data, tools.s3url("aws")), 0,
+                    "size+mtime only")
+            dest = pull_dir("aws")
+            drop_caches()
+            measure("aws-cli", "pull", tools.aws("sync", "--only-show-errors", tools.s3url("aws"), dest), total,
+                    "not verified")
+            assert tree_sha(dest) == want, "aws: pulled tree differs"
+            shutil.rmtree(dest)
+            clean_prefix("aws")
+        if "s3_sync" in tools_wanted:
+            drop_caches()
+            measure("s3_sync", "push", tools.s3_sync("s3sync", data), total)
+            measure("s3_sync", "no-op", tools.s3_sync("s3sync", data), 0)
+            rows.append(("s3_sync", "pull", None, None, "no pull mode"))
+            clean_prefix("s3sync")
+        delete_bucket(client, bucket)
+        write_results(args, rows, notes, where, total, count)
+    finally:
+        if server:
+            server.destroy()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def tool_version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def write_results(args, rows, notes, where, total, count):
+    by = dict(((tool, phase), (secs, mibs)) for tool, phase, secs, mibs, _ in rows if secs is not None)
+
+    def ratio(a, b, invert=False):
+        if a not in by or b not in by:
+            return "n/a"
+        x, y = by[a], by[b]
+        return "%.2fx" % ((y[0] / x[0]) if not invert else (x[0] / y[0]))
+
+    lines = ["# S3 model staging benchmark", "",
+             "Produced by `%s` (`make bench`)." % " ".join(["python", "benchmarks/s3/run.py"] + sys.argv[1:]), "",
+             "- Server: %s, machine: %s, %d cores, Python %s" % (where, platform.machine(), os.cpu_count(),
+                                                                 platform.python_version()),
+             "- Data set: %d files, %.2f GiB (%d x %d MiB safetensors shards + %d small files + config/index)"
+             % (count, total / 1024.0 ** 3, args.shards, args.shard_mib, args.small_files),
+             "- ours: `llmops.serving.s3_model_stage` through `ansible-playbook` (includes ~2-3 s of Ansible "
+             "start-up per run), concurrency %d, part size %d MiB" % (args.concurrency, args.part_mib),
+             "- s5cmd %s; aws-cli %s; community.aws.s3_sync from the `ansible` package"
+             % (tool_version([shutil.which("s5cmd", path=VENV_BIN) or "s5cmd", "version"]),
+                tool_version([os.path.join(VENV_BIN, "aws"), "--version"])),
+             ] + ["- %s" % n for n in notes] + ["",
+             "| tool | phase | seconds | MiB/s | notes |", "|---|---|---:|---:|---|"]
+    for tool, phase, secs, mibs, extra in rows:
+        lines.append("| %s | %s | %s | %s | %s |" % (tool, phase, "%.2f" % secs if secs is not None else "-",
+                                                     "%.1f" % mibs if mibs else "-", extra))
+    lines += ["", "Ratios (goal in brackets):", "",
+              "- push, ours vs s5cmd (>= 1.0x): %s" % ratio(("ours", "push"), ("s5cmd", "push")),
+              "- push, ours vs aws s3 sync (>= 3x): %s" % ratio(("ours", "push"), ("aws-cli", "push")),
+              "- push, ours vs community.aws.s3_sync (>= 3x): %s" % ratio(("ours", "push"), ("s3_sync", "push")),
+              "- verified pull, ours vs s5cmd cp (>= 0.9x): %s" % ratio(("ours", "pull"), ("s5cmd", "pull")),
+              "- no-op re-run, s5cmd sync time / ours time (>= 1.0x): %s" % ratio(("ours", "no-op"),
+                                                                                  ("s5cmd", "no-op")),
+              "", "Ratios are time(anchor) / time(ours): above 1 means ours is faster.", ""]
+    with open(args.output, "w") as handle:
+        handle.write("\n".join(lines))
+    print("wrote %s" % args.output)
+
+
+if __name__ == "__main__":
+    main()
