@@ -502,8 +502,9 @@ def status(sb):
         ports = {k: v for k, v in sb.state.get("ports", {}).items() if k.split(":")[0] == name}
         state = "running" if sb.alive(name) else "stopped"
         running += state == "running"
-        print("%-26s %-8s pid=%-8s ports=%s" % (name, state, sb.state.get("pids", {}).get(name, "-"),
-                                                 ",".join("%s" % v for v in ports.values()) or "-"))
+        pid = sb.state.get("pids", {}).get(name, "-")
+        port_list = ",".join("%s" % v for v in ports.values()) or "-"
+        print("%-26s %-8s pid=%-8s ports=%s" % (name, state, pid, port_list))
     if sb.alive("kube-apiserver"):
         bins = binaries()
         print(kubectl(sb, bins, "get", "nodes", "-L", "nvidia.com/gpu.product",
