@@ -601,7 +601,29 @@ def _settings_defaults(settings):
     for key, value in (settings or {}).items():
         if value is not None:
             out[key] = value
+    for key in BOOL_SETTINGS:
+        out[key] = _truthy(out[key])
+    for key in ("service_monitor", "pdb"):
+        if str(out[key]).lower() != "auto":
+            out[key] = _truthy(out[key])
     return out
+
+
+BOOL_SETTINGS = (
+    "is_k3s",
+    "service_session_affinity",
+    "network_policy_enabled",
+    "network_policy_allow_same_namespace",
+    "ingress_enabled",
+    "ingress_strip_prefix",
+)
+
+
+def _truthy(value):
+    """Booleans that may arrive as strings from inventories ("true", "yes", "1")."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on", "y")
+    return bool(value)
 
 
 def _resolve_source(report, model, spec, settings):
@@ -847,9 +869,11 @@ def _resolve_gpu(report, model, spec, settings):
         )
     spec["tensor_parallel_size"] = tp
     spec["pipeline_parallel_size"] = pp
+    spec["gpu_impossible"] = False
     if type_info is not None and gpus > 0:
         total = type_info.get("gpus_total")
         if total is not None and gpus > int(total):
+            spec["gpu_impossible"] = True
             report.error(
                 "vllm_models[%s]: asks %d GPUs per replica but GPU type %s has %d in the whole cluster; "
                 "lower gpus/tensor_parallel_size or pick a larger GPU type" % (name, gpus, gpu_type, int(total))
@@ -1055,6 +1079,8 @@ def _resolve_model(report, model, settings, seen):
         "load_format": None,
         "s3_uri": None,
         "s3_mode": None,
+        "model_ref": "",
+        "model_bytes": None,
     }
     try:
         spec["replicas"] = whole_number(model.get("replicas", settings["replicas"]), "vllm_models[%s].replicas" % name)
@@ -1221,9 +1247,11 @@ def _resolve_model(report, model, settings, seen):
 def _resolve_pdb(report, model, spec, settings):
     wanted = model.get("pdb") if model.get("pdb") is not None else settings["pdb"]
     replicas = spec["replicas"]
-    if wanted == "auto":
+    if str(wanted).lower() == "auto":
         wanted = replicas >= 2
-    elif wanted is True and replicas < 2:
+    else:
+        wanted = _truthy(wanted)
+    if wanted and replicas < 2:
         report.warn("vllm_models[%s]: a PodDisruptionBudget on a single replica blocks node drains" % spec["name"])
     spec["pdb"] = {"max_unavailable": settings["pdb_max_unavailable"]} if wanted else None
 
@@ -1306,7 +1334,7 @@ def _cluster_checks(report, specs, settings, cluster, prune):
                 if _labels_match(spec["node_selector"], _node_labels(node))
                 and node_gpu_allocatable(node, spec["resource_name"]) > 0
             ]
-        if spec["gpus"] > 0:
+        if spec["gpus"] > 0 and not spec["gpu_impossible"]:
             if not candidates:
                 if type_info is None:
                     report.error(
@@ -1323,6 +1351,7 @@ def _cluster_checks(report, specs, settings, cluster, prune):
                 largest = max(candidates, key=lambda node: node_gpu_allocatable(node, spec["resource_name"]))
                 most = node_gpu_allocatable(largest, spec["resource_name"])
                 if spec["gpus"] > most:
+                    spec["gpu_impossible"] = True
                     report.error(
                         "vllm_models[%s]: asks %d %s per replica but the largest matching node (%s) has %d; a "
                         "replica cannot span nodes, so lower gpus/tensor_parallel_size to %d or less"
@@ -1374,7 +1403,11 @@ def _cluster_checks(report, specs, settings, cluster, prune):
         # RuntimeClass.
         request = spec["runtime_class_request"]
         if request == "auto":
-            candidate = (type_info or {}).get("runtime_class") or ("nvidia" if settings["is_k3s"] else None)
+            # gpu_discovery decides per GPU type (k3s nodes of that type); without it, k3s means nvidia.
+            if type_info is not None and "runtime_class" in type_info:
+                candidate = type_info["runtime_class"]
+            else:
+                candidate = "nvidia" if settings["is_k3s"] else None
             if candidate and candidate in runtime_classes:
                 spec["runtime_class_name"] = candidate
             elif candidate:
@@ -1403,7 +1436,7 @@ def _cluster_checks(report, specs, settings, cluster, prune):
         # ServiceMonitor, NetworkPolicy, Ingress middleware.
         mode = settings["service_monitor"]
         has_crd = SERVICE_MONITOR_CRD in crds
-        if mode is True or mode == "true":
+        if mode is True:
             if not has_crd:
                 report.error(
                     "vllm_service_monitor is true but the ServiceMonitor CRD (%s) is not installed; install "
@@ -1413,7 +1446,7 @@ def _cluster_checks(report, specs, settings, cluster, prune):
                 "interval": settings["service_monitor_interval"],
                 "labels": dict(settings["service_monitor_labels"] or {}),
             }
-        elif mode == "auto" and has_crd:
+        elif str(mode).lower() == "auto" and has_crd:
             spec["service_monitor"] = {
                 "interval": settings["service_monitor_interval"],
                 "labels": dict(settings["service_monitor_labels"] or {}),
@@ -1538,7 +1571,8 @@ def _check_gpu_capacity(report, specs, gpu_types, pods, prune):
     held = pod_gpu_holdings(pods, sorted(resources)) if pods is not None else {}
     demand = {}
     for spec in specs:
-        if spec["gpu_type"] and spec["gpu_type_info"] is not None and spec["gpus"] > 0:
+        usable = spec["gpu_type_info"] is not None and not spec["gpu_impossible"]
+        if spec["gpu_type"] and usable and spec["gpus"] > 0:
             demand.setdefault(spec["gpu_type"], []).append(spec)
     for gpu_type in sorted(demand):
         info = gpu_types[gpu_type]
@@ -1648,12 +1682,13 @@ def plan(models, settings, cluster=None, prune=False):
         if spec is not None:
             specs.append(spec)
     if cluster is not None:
+        # Free GPUs are only comparable once this role's own pods are known (a re-run must count
+        # the GPUs its pods already hold as available).
         _cluster_checks(result, specs, settings, cluster, prune)
-    else:
-        _check_gpu_capacity(result, specs, settings["gpu_types"] or {}, None, prune)
     shared = [spec["pvc"] for spec in specs if spec["pvc"] and spec["pvc"]["shared"]]
     for spec in specs:
         spec.pop("gpu_type_info", None)
+        spec.pop("gpu_impossible", None)
     servers = {}
     for spec in specs:
         servers[spec["name"]] = {
