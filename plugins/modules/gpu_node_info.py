@@ -2,6 +2,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, llmops.serving contributors
 # Apache License 2.0 (see LICENSE)
+# Apache 2.0 is compatible with the GNU General Public License v3.0+, the license of Ansible itself.
 
 from __future__ import absolute_import, division, print_function
 

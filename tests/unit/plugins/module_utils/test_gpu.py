@@ -10,7 +10,6 @@ import os
 
 import pytest
 import yaml
-
 from ansible_collections.llmops.serving.plugins.module_utils import gpu
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "gpu", "nodes.yaml")
