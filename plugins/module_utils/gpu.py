@@ -756,8 +756,7 @@ def classify_node(node, options, allocated=None):
         "sharing": {
             "mode": mode,
             "replicas": replicas,
-            "mig_profiles": [dict((k, g[k]) for k in ("profile", "gpu_type", "resource_name", "allocatable",
-                                                       "memory_mib")) for g in gpus if g["profile"]],
+            "mig_profiles": [dict((k, g[k]) for k in _PROFILE_KEYS) for g in gpus if g["profile"]],
         },
         "labeling_scheme": resolved["scheme"],
         "taints": taints,
@@ -777,6 +776,9 @@ def classify_node(node, options, allocated=None):
         "accelerator_label_managed": options["accelerator_label"] in managed,
         "_notes": notes,
     }
+
+
+_PROFILE_KEYS = ("profile", "gpu_type", "resource_name", "allocatable", "memory_mib")
 
 
 def _profile_gb(profile):
@@ -1227,8 +1229,8 @@ def recommended_hardware(types, records, planned_values):
     for gpu_type, info in sorted(types.items()):
         reason = None
         if info["resource_name"] != LLM_ENGINE_GPU_RESOURCE:
-            reason = "exposed as %s; LLM Engine endpoint pods request %s" % (info["resource_name"],
-                                                                            LLM_ENGINE_GPU_RESOURCE)
+            reason = "exposed as %s; LLM Engine endpoint pods request %s" % (
+                info["resource_name"], LLM_ENGINE_GPU_RESOURCE)
         elif info["sharing"] not in ("none", "mig-single"):
             reason = "GPUs are shared (%s) without memory isolation" % info["sharing"]
         elif not info["gpu_memory_gb"]:
