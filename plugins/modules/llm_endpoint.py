@@ -95,15 +95,15 @@ options:
       - CPUs per worker as a Kubernetes quantity (V(4), V(3500m)). Compared by amount.
       - With the forwarder sidecar's 1 CPU it must fit the GPU type's instance limit (for example 62 on
         V(nvidia-ampere-a10)).
-    type: str
+    type: raw
   memory:
     description:
       - Memory per worker as a Kubernetes quantity (V(16Gi)). Compared by amount.
-    type: str
+    type: raw
   storage:
     description:
       - Ephemeral storage per worker as a Kubernetes quantity (V(100Gi)). Compared by amount.
-    type: str
+    type: raw
   nodes_per_worker:
     description:
       - Nodes per worker; more than 1 only for vllm. Cannot change in place.
