@@ -326,14 +326,6 @@ def _falsy_for_quoted_config(value):
     return "" if value is False else value
 
 
-def _require(errors, inputs, name, hint):
-    value = inputs.get(name)
-    if value in (None, "", [], {}):
-        errors.append("%s is required: %s" % (name, hint))
-        return False
-    return True
-
-
 def _secret_ref_ok(errors, label, name, key):
     if not name:
         errors.append("%s: the Secret name is empty; set it to the name of an existing Secret" % label)
@@ -1123,6 +1115,6 @@ def missing_secrets(references, found):
             continue
         absent = [key for key in ref["keys"] if key not in keys]
         if absent:
-            problems.append("Secret %s/%s lacks key(s) %s (%s)" % (ref["namespace"], ref["name"],
-                                                                 ", ".join(absent), why))
+            problems.append("Secret %s/%s lacks key(s) %s (%s)"
+                            % (ref["namespace"], ref["name"], ", ".join(absent), why))
     return problems

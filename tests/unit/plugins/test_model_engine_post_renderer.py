@@ -327,7 +327,9 @@ def test_script_without_config_explains_itself(tmp_path):
     assert "--config" in proc.stderr
 
 
-def test_script_is_executable_with_a_python3_shebang():
+def test_script_is_executable_with_a_shebang_ansible_test_accepts():
+    # ansible-test's shebang sanity test allows `#!/usr/bin/env python` (not python3) outside
+    # modules; the role runs the script through a wrapper with an explicit interpreter anyway.
     with open(SCRIPT, encoding="utf-8") as handle:
-        assert handle.readline() == "#!/usr/bin/env python3\n"
+        assert handle.readline() == "#!/usr/bin/env python\n"
     assert os.access(SCRIPT, os.X_OK)
