@@ -1740,7 +1740,8 @@ def prune_targets(existing, desired, models, prune=False, purge=False):
     - Objects of a listed model that the current settings no longer render (HPA turned off, ...) are
       always removed: they would fight the desired state.
     - Objects of models no longer listed are removed only with ``prune``.
-    - Objects of no model (the S3 puller ConfigMap) are removed only with ``prune``.
+    - Objects of no model (the S3 puller ConfigMap, the shared cache PVC) are removed only with
+      ``prune``, once nothing uses them.
     - PersistentVolumeClaims are kept unless ``purge`` (cached weights are expensive to re-fetch).
     """
     wanted = set(object_key(obj) for obj in desired or [])

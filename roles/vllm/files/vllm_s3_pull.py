@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, llmops.serving contributors
 # Apache License 2.0 (see LICENSE)
@@ -66,7 +65,7 @@ def split_source(source):
     """s3://bucket/prefix/ -> (bucket, prefix)."""
     if not source.startswith("s3://") or len(source) <= len("s3://"):
         raise ValueError("--source %r must look like s3://bucket/prefix/" % source)
-    bucket, _, prefix = source[len("s3://"):].partition("/")
+    bucket, _slash, prefix = source[len("s3://"):].partition("/")
     if not bucket:
         raise ValueError("--source %r has no bucket" % source)
     return bucket, prefix.strip("/")
