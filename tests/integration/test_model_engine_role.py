@@ -1,0 +1,336 @@
+"""The model_engine role against the sandbox: the stand-in chart (tests/fixtures/charts/
+model-engine-standin) installed through the role's post-renderer on a real kube-apiserver.
+
+One lifecycle test (install, second run unchanged, RBAC as the service account, check mode, tag
+upgrade, rollback) because the chart owns cluster-wide names (PriorityClass, node-reader ClusterRole)
+and only one release can exist at a time; the other tests stop before installing.
+"""
+
+import base64
+import json
+import os
+import subprocess
+import uuid
+
+import pytest
+import yaml
+
+from tests.helpers.sandbox import REPO_ROOT, kubectl, kubectl_json, load_env, run_playbook, task_results
+
+pytestmark = pytest.mark.sandbox
+
+CHART = os.path.join(REPO_ROOT, "tests", "fixtures", "charts", "model-engine-standin")
+SCRIPT = os.path.join(REPO_ROOT, "roles", "model_engine", "files", "post_renderer.py")
+TAG_1 = "0.9.3"
+TAG_2 = "0.9.4"
+DEPLOYMENTS = ("model-engine", "model-engine-endpoint-builder", "model-engine-cacher")
+
+
+def _suffix():
+    return uuid.uuid4().hex[:6]
+
+
+def _secret(namespace, name, data, kind="Opaque"):
+    return {"apiVersion": "v1", "kind": "Secret", "type": kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+
+def _apply(*objects):
+    kubectl("apply", "-f", "-", input_text=yaml.safe_dump_all(objects))
+
+
+def _cleanup_release(namespace):
+    env = load_env()
+    subprocess.run([env["SANDBOX_HELM"], "uninstall", "model-engine", "-n", namespace, "--wait"],
+                   env=dict(os.environ, KUBECONFIG=env["KUBECONFIG"]), capture_output=True, check=False)
+
+
+def _leftover_release_namespaces():
+    """Namespaces of earlier test releases that still own the chart's cluster-wide objects."""
+    found = set()
+    for kind, name in (("priorityclass", "model-engine-high-priority"),
+                       ("clusterrole", "model-engine-node-reader")):
+        result = kubectl("get", kind, name, "-o", "json", check=False)
+        if result.returncode == 0:
+            annotations = json.loads(result.stdout)["metadata"].get("annotations", {})
+            namespace = annotations.get("meta.helm.sh/release-namespace", "")
+            if namespace.startswith("it-me-"):
+                found.add(namespace)
+    return found
+
+
+@pytest.fixture(scope="module")
+def platform(sandbox_env):
+    """Two namespaces with the Secrets the release references; removed afterwards."""
+    for namespace in _leftover_release_namespaces():
+        _cleanup_release(namespace)
+    suffix = _suffix()
+    cp, ep = "it-me-cp-" + suffix, "it-me-ep-" + suffix
+    regcred = json.dumps({"auths": {"registry.local": {"auth": base64.b64encode(b"u:p").decode()}}})
+    objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in (cp, ep)]
+    objects += [
+        _secret(cp, "llm-engine-postgres-credentials",
+                {"database_url": "postgresql://llm:pw@postgres.%s:5432/llm_engine" % cp, "password": "pw"}),
+        _secret(cp, "redis-auth", {"password": "redis-pw"}),
+        _secret(cp, "llm-engine-s3", {"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio-secret"}),
+        _secret(ep, "llm-engine-s3", {"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio-secret"}),
+        _secret(cp, "regcred", {".dockerconfigjson": regcred}, "kubernetes.io/dockerconfigjson"),
+        _secret(ep, "regcred", {".dockerconfigjson": regcred}, "kubernetes.io/dockerconfigjson"),
+    ]
+    _apply(*objects)
+    yield {"cp": cp, "ep": ep, "helm": sandbox_env["SANDBOX_HELM"], "kubeconfig": sandbox_env["KUBECONFIG"]}
+    _cleanup_release(cp)
+    kubectl("delete", "namespace", cp, ep, "--wait=false", "--ignore-not-found", check=False)
+
+
+def role_vars(platform, **overrides):
+    result = {
+        "model_engine_chart_ref": CHART,
+        "model_engine_namespace": platform["cp"],
+        "model_engine_endpoint_namespace": platform["ep"],
+        "model_engine_helm_binary": platform["helm"],
+        "model_engine_tag": TAG_1,
+        "model_engine_image_registry": "registry.local",
+        "model_engine_image_repository": "registry.local/llm-engine/model-engine",
+        "model_engine_inference_images": {"vllm": {"repository": "registry.local/vllm/vllm-openai",
+                                                   "tag": "v0.6.3"}},
+        "model_engine_image_pull_secret": "regcred",
+        "model_engine_s3_endpoint_url": "http://minio.storage:9000",
+        "model_engine_s3_credentials_secret": "llm-engine-s3",
+        "model_engine_resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+        "model_engine_wait_timeout": 240,
+        "model_engine_work_dir": "/tmp/llmops-it-model-engine-" + platform["cp"],
+        "redis_connection": {"host": "redis.%s.svc" % platform["cp"], "port": 6379, "tls": False,
+                             "password_secret_name": "redis-auth", "password_secret_key": "password",
+                             "namespace": platform["cp"], "url_scheme": "redis"},
+        "postgres_connection": {"host": "postgres.%s.svc" % platform["cp"], "port": 5432,
+                                "database": "llm_engine", "user": "llm",
+                                "secret_name": "llm-engine-postgres-credentials", "password_key": "password",
+                                "database_url_key": "database_url", "namespace": platform["cp"]},
+        "gpu_discovery_types": {"nvidia-tesla-t4": {
+            "nodes": ["sbx-t4-gfd"], "gpus_total": 1, "gpus_free": 1, "gpu_memory_mib": 15360,
+            "resource_name": "nvidia.com/gpu",
+            "node_selector": {"k8s.amazonaws.com/accelerator": "nvidia-tesla-t4"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "vendor": "nvidia"}},
+        "gpu_discovery_recommended_hardware": {"byGpuMemoryGb": [
+            {"gpu_memory_le": 12, "cpus": 4, "gpus": 1, "memory": "16Gi", "storage": "40Gi",
+             "gpu_type": "nvidia-tesla-t4", "nodes_per_worker": 1}], "byModelName": []},
+        "model_staging_checkpoints": {"tiny": {"checkpoint_path": "s3://models/tiny/",
+                                               "manifest_key": "tiny/.manifest.json"}},
+    }
+    result.update(overrides)
+    return result
+
+
+def play(tasks_from=None):
+    role = {"name": "llmops.serving.model_engine"}
+    if tasks_from:
+        role["tasks_from"] = tasks_from
+    return [{"hosts": "localhost", "gather_facts": False,
+             "tasks": [{"name": "Run model_engine", "ansible.builtin.include_role": role}]}]
+
+
+def run(platform, tasks_from=None, **kwargs):
+    extra = kwargs.pop("extra_vars", None) or role_vars(platform)
+    return run_playbook(play(tasks_from), extra_vars=extra, **kwargs)
+
+
+def helm(platform, *args):
+    proc = subprocess.run([platform["helm"], *args, "-n", platform["cp"]], capture_output=True, text=True,
+                          env=dict(os.environ, KUBECONFIG=platform["kubeconfig"]), check=True)
+    return proc.stdout
+
+
+def history(platform):
+    return json.loads(helm(platform, "history", "model-engine", "-o", "json"))
+
+
+def gateway_image(platform):
+    deployment = kubectl_json("get", "deployment", "model-engine", "-n", platform["cp"])
+    return deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def can_i(platform, verb, resource, namespace=None):
+    args = ["auth", "can-i", verb, resource, "--as", "system:serviceaccount:%s:model-engine" % platform["cp"]]
+    args += ["-n", namespace] if namespace else []
+    result = kubectl(*args, check=False)
+    return result.stdout.strip() == "yes"
+
+
+def failure_text(result):
+    return result["stdout"] + result["stderr"]
+
+
+def changed_tasks(result):
+    names = []
+    for play_result in (result["json"] or {}).get("plays", []):
+        for task in play_result.get("tasks", []):
+            if any(host.get("changed") for host in task["hosts"].values()):
+                names.append(task["task"]["name"])
+    return names
+
+
+def test_lifecycle_install_idempotence_rbac_check_mode_upgrade_rollback(platform):
+    cp, ep = platform["cp"], platform["ep"]
+
+    # --- install
+    first = run(platform)
+    assert first["rc"] == 0, failure_text(first)[-4000:]
+    assert [r["revision"] for r in history(platform)] == [1]
+    for name in DEPLOYMENTS:
+        deployment = kubectl_json("get", "deployment", name, "-n", cp)
+        assert deployment["status"].get("availableReplicas") == 1, name
+        assert deployment["spec"]["template"]["spec"].get("nodeSelector") is None  # chart default cleared
+    assert gateway_image(platform) == "registry.local/llm-engine/model-engine:" + TAG_1
+
+    # post-renderer: Istio and KEDA objects dropped (the sandbox serves neither), RBAC replaced
+    manifest = helm(platform, "get", "manifest", "model-engine")
+    kinds = [doc["kind"] for doc in yaml.safe_load_all(manifest) if doc]
+    assert "Telemetry" not in kinds and "WasmPlugin" not in kinds and "TriggerAuthentication" not in kinds
+    assert "cluster-admin" not in manifest
+    assert kubectl("get", "clusterrolebinding", "model-engine", check=False).returncode != 0
+    binding = kubectl_json("get", "clusterrolebinding", "model-engine-node-reader")
+    assert binding["roleRef"]["name"] == "model-engine-node-reader"
+    assert kubectl_json("get", "role", "model-engine-endpoint-manager", "-n", ep)["rules"]
+    shown = task_results(first, "Show what the post-renderer drops and replaces")[0]["msg"]
+    assert sorted(shown["dropped"]) == ["Telemetry model-engine-custom-tags",
+                                        "TriggerAuthentication keda-trigger-auth-redis-secret",
+                                        "WasmPlugin model-engine-attributegen"]
+    assert shown["replaced"] == ["ClusterRoleBinding model-engine"]
+
+    # values on the cluster: on-prem config, secrets by reference only
+    config = kubectl_json("get", "configmap", "model-engine-service-config", "-n", cp)["data"]
+    infra = yaml.safe_load(config["infra_service_config"])
+    assert infra["cloud_provider"] == "onprem" and infra["s3_bucket"] == "models"
+    launch = yaml.safe_load(config["launch_service_config"])
+    assert launch["endpoint_namespace"] == ep and launch["istio_enabled"] == ""
+    values_text = helm(platform, "get", "values", "model-engine", "-o", "json")
+    for secret_value in ("redis-pw", "minio-secret", "postgresql://"):
+        assert secret_value not in values_text
+
+    # the inference service account carries the pull secret; the gateway URL is reported
+    account = kubectl_json("get", "serviceaccount", "model-engine", "-n", ep)
+    assert {"name": "regcred"} in account.get("imagePullSecrets", [])
+    report = task_results(first, "Report the LLM Engine gateway")[0]["msg"]
+    assert report["gateway_url"] == "http://model-engine.%s.svc.cluster.local:80" % cp
+
+    # --- second run: nothing changes
+    second = run(platform)
+    assert second["rc"] == 0, failure_text(second)[-4000:]
+    assert changed_tasks(second) == []
+    assert [r["revision"] for r in history(platform)] == [1]
+
+    # --- least privilege, asked of the API server as the service account
+    assert not can_i(platform, "get", "secrets", "kube-system")
+    assert not can_i(platform, "list", "secrets", "default")
+    assert not can_i(platform, "get", "secrets", ep)
+    assert not can_i(platform, "create", "clusterrolebindings")
+    assert not can_i(platform, "create", "rolebindings", ep)
+    assert can_i(platform, "create", "deployments.apps", ep)
+    assert can_i(platform, "delete", "deployments.apps", ep)
+    assert can_i(platform, "patch", "services", ep)
+    assert not can_i(platform, "create", "deployments.apps", "default")
+    assert can_i(platform, "list", "nodes")
+    assert not can_i(platform, "delete", "nodes")
+
+    # --- check mode with a new tag: reports the change, shows the diff, installs nothing
+    checked = run(platform, extra_vars=role_vars(platform, model_engine_tag=TAG_2), check=True, diff=True)
+    assert checked["rc"] == 0, failure_text(checked)[-4000:]
+    assert task_results(checked, "Install or upgrade the LLM Engine release")[0]["changed"] is True
+    diff = task_results(checked, "Show the planned changes")[0]["msg"]
+    assert "apps/v1/Deployment/%s/model-engine" % cp in diff["changed"]
+    assert TAG_2 in diff["after"] and TAG_2 not in diff["before"]
+    assert [r["revision"] for r in history(platform)] == [1]
+    assert gateway_image(platform).endswith(":" + TAG_1)
+
+    # --- upgrade by changing the tag
+    upgraded = run(platform, extra_vars=role_vars(platform, model_engine_tag=TAG_2))
+    assert upgraded["rc"] == 0, failure_text(upgraded)[-4000:]
+    assert [r["revision"] for r in history(platform)] == [1, 2]
+    for name in DEPLOYMENTS:
+        deployment = kubectl_json("get", "deployment", name, "-n", cp)
+        assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":" + TAG_2)
+        assert deployment["status"].get("updatedReplicas") == 1 and deployment["status"].get("availableReplicas") == 1
+
+    # --- rollback to the previous revision
+    rolled = run(platform, tasks_from="rollback.yml")
+    assert rolled["rc"] == 0, failure_text(rolled)[-4000:]
+    revisions = history(platform)
+    assert [r["revision"] for r in revisions] == [1, 2, 3]
+    assert revisions[-1]["description"] == "Rollback to 1"
+    assert gateway_image(platform).endswith(":" + TAG_1)
+    assert "cluster-admin" not in helm(platform, "get", "manifest", "model-engine")
+    for name in DEPLOYMENTS:
+        status = kubectl_json("get", "deployment", name, "-n", cp)["status"]
+        assert status.get("updatedReplicas") == 1 and status.get("availableReplicas") == 1
+
+    # --- a misspelled key fails before anything changes
+    bad = run(platform, extra_vars=role_vars(platform, model_engine_tag=TAG_2, model_engine_extra_values={
+        "config": {"values": {"launch": {"s3_file_llm_fine_tuning_job_repository": "s3://models/ft"}}}}))
+    assert bad["rc"] != 0
+    assert "did you mean config.values.launch.cloud_file_llm_fine_tune_repository" in failure_text(bad)
+    assert [r["revision"] for r in history(platform)] == [1, 2, 3]
+
+
+def test_missing_secret_fails_before_anything_changes(platform):
+    broken = role_vars(platform, model_engine_s3_credentials_secret="no-such-secret",
+                       model_engine_namespace=platform["cp"])
+    result = run(platform, extra_vars=broken)
+    assert result["rc"] != 0
+    text = failure_text(result)
+    assert "Secret %s/no-such-secret does not exist" % platform["cp"] in text
+    assert "Secret %s/no-such-secret does not exist" % platform["ep"] in text
+    assert "minio-secret" not in text  # secret values never reach the output
+    assert task_results(result, "Install or upgrade the LLM Engine release") == []
+
+
+def test_post_renderer_on_real_chart_output(platform, tmp_path):
+    """Contract: helm template of the stand-in chart with the role's values, piped through the
+    post-renderer as a process, keeps every served document byte-for-byte."""
+    import sys
+
+    sys.path.insert(0, os.path.join(REPO_ROOT, ".collections"))
+    from ansible_collections.llmops.serving.plugins.module_utils import model_engine_values as me
+
+    inputs = {
+        "namespace": platform["cp"], "endpoint_namespace": platform["ep"], "tag": TAG_1,
+        "image_repository": "registry.local/llm-engine/model-engine",
+        "inference_images": {"vllm": {"repository": "registry.local/vllm", "tag": "v0.6.3"}},
+        "postgres": {"secret_name": "llm-engine-postgres-credentials", "namespace": platform["cp"]},
+        "redis": {"host": "redis", "password_secret_name": "redis-auth", "password_secret_key": "password"},
+        "s3_bucket": "models", "require_gpu": False,
+    }
+    values_path = tmp_path / "values.json"
+    values_path.write_text(json.dumps(me.finalize_values(me.build_values(inputs))))
+    rendered = subprocess.run([platform["helm"], "template", "model-engine", CHART, "-n", platform["cp"],
+                               "-f", str(values_path)], capture_output=True, text=True, check=True).stdout
+    served = me.served_api_kinds(kubectl_served_apis())
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps({"served": served, "endpoint_namespace": platform["ep"],
+                                       "control_namespace": platform["cp"],
+                                       "report_path": str(tmp_path / "report.json")}))
+    proc = subprocess.run([sys.executable, SCRIPT, "--config", str(config_path)], input=rendered,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert sorted(item["kind"] for item in report["dropped"]) == ["Telemetry", "TriggerAuthentication", "WasmPlugin"]
+    kept = [chunk for chunk in me.split_documents(rendered)
+            if "kind: Telemetry" not in chunk and "kind: WasmPlugin" not in chunk
+            and "kind: TriggerAuthentication" not in chunk and "name: cluster-admin" not in chunk]
+    assert proc.stdout.startswith("".join(kept))
+    # what remains is accepted by the API server as it is (server-side dry run)
+    check = kubectl("apply", "--dry-run=server", "-f", "-", input_text=proc.stdout, check=False)
+    assert check.returncode == 0, check.stderr
+
+
+def kubectl_served_apis():
+    """group/version -> {Kind: {}} from the API server, like k8s_cluster_info's `apis`."""
+    result = {}
+    for line in kubectl("api-resources", "--no-headers", "-o", "wide").stdout.splitlines():
+        parts = line.split()
+        # NAME [SHORTNAMES] APIVERSION NAMESPACED KIND VERBS...
+        index = next(i for i, part in enumerate(parts) if part in ("true", "false"))
+        result.setdefault(parts[index - 1], {})[parts[index + 1]] = {}
+    return result
