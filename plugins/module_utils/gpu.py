@@ -889,8 +889,8 @@ def add_pod_allocations(allocations, pods):
 def plan_label_change(node, record, options):
     """The accelerator-label change for one node as {node, action, label, old_value, new_value, patch}.
 
-    Only labels listed in the managed-labels annotation are ever changed or removed; a label set by
-    someone else with another value is a conflict (reported, not touched). A node whose GPUs are of
+    Only ``accelerator_label`` is touched, and only changed or removed when the managed-labels
+    annotation says we set it; a value set by someone else is a conflict (reported, not touched). A node whose GPUs are of
     several types (MIG mixed with several profiles) gets no label: one label cannot name them all.
     """
     meta = node.get("metadata") or {}
@@ -922,12 +922,8 @@ def plan_label_change(node, record, options):
         label_patch[acc] = None
         new_managed.discard(acc)
         action = "remove"
-    # Labels we set under an earlier accelerator_label name.
-    for stale in sorted(managed - {acc}):
-        if stale in labels:
-            label_patch[stale] = None
-        new_managed.discard(stale)
-        action = action or "remove"
+    # Other keys in the annotation (set under another accelerator_label) are kept as they are:
+    # another play may still rely on them.
     if not label_patch and new_managed == managed:
         return None, conflict, desired
     annotations = {MANAGED_LABELS_ANNOTATION: ",".join(sorted(new_managed)) if new_managed else None}

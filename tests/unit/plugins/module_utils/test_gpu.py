@@ -226,14 +226,19 @@ def test_override_conflicting_with_foreign_label_is_reported_not_applied():
     assert result["gpu_types"]["nvidia-ada-l4"]["llm_engine_compatible"] is False
 
 
-def test_renamed_accelerator_label_removes_our_old_label():
+def test_other_managed_keys_are_kept_when_the_label_name_changes():
     node = copy.deepcopy(ENTRIES["gfd-t4"]["node"])
     node["metadata"]["labels"]["example.com/accel"] = "nvidia-tesla-t4"
     node["metadata"]["annotations"] = {gpu.MANAGED_LABELS_ANNOTATION: "example.com/accel"}
     result = gpu.discover([node], options(accelerator_label="k8s.amazonaws.com/accelerator"))
     patch = result["label_changes"][0]["patch"]["metadata"]
-    assert patch["labels"] == {"k8s.amazonaws.com/accelerator": "nvidia-tesla-t4", "example.com/accel": None}
-    assert patch["annotations"] == {gpu.MANAGED_LABELS_ANNOTATION: "k8s.amazonaws.com/accelerator"}
+    assert patch["labels"] == {"k8s.amazonaws.com/accelerator": "nvidia-tesla-t4"}
+    assert patch["annotations"] == {
+        gpu.MANAGED_LABELS_ANNOTATION: "example.com/accel,k8s.amazonaws.com/accelerator"}
+    # and the other key is still recognised as ours when that label name is used again
+    node["metadata"]["labels"]["example.com/accel"] = "nvidia-ada-l4"
+    result = gpu.discover([node], options(accelerator_label="example.com/accel"))
+    assert result["label_changes"][0]["action"] == "update"
 
 
 def test_existing_correct_foreign_label_is_not_claimed():
