@@ -49,6 +49,7 @@ L_NV_COUNT = "nvidia.com/gpu.count"
 L_NV_REPLICAS = "nvidia.com/gpu.replicas"
 L_NV_SHARING = "nvidia.com/gpu.sharing-strategy"
 L_NV_MIG_STRATEGY = "nvidia.com/mig.strategy"
+L_EKS = "k8s.amazonaws.com/accelerator"  # EKS, and LLM Engine's own convention
 L_GKE = "cloud.google.com/gke-accelerator"
 L_KARPENTER_NAME = "karpenter.k8s.aws/instance-gpu-name"
 L_KARPENTER_MEMORY = "karpenter.k8s.aws/instance-gpu-memory"
@@ -578,6 +579,8 @@ def _resolve_base_type(name, labels, alias, options, vendor, memory_mib, family)
         direct, scheme = labels[alias["gpu_type"]], "custom-alias"
     elif labels.get(acc) and scheme != "custom-alias":
         direct, scheme = labels[acc], "accelerator-label"
+    elif labels.get(L_EKS) and scheme != "custom-alias":
+        direct, scheme = labels[L_EKS], "eks"
     out["scheme"] = scheme
 
     base_product = None
@@ -597,12 +600,13 @@ def _resolve_base_type(name, labels, alias, options, vendor, memory_mib, family)
         out["base_type"] = direct
         if direct in KNOWN_GPU_TYPES:
             out["table"] = (direct,) + KNOWN_GPU_TYPES[direct]
-        if out["scheme"] == "accelerator-label" and base_product:
+        if out["scheme"] in ("accelerator-label", "eks") and base_product:
             suggested = match_product(base_product, memory_mib)
             if suggested and suggested[0] != direct and raw_product == base_product:
                 notes.append(("accelerator_label_disagrees", "node %s: label %s=%s was not set by llmops.serving "
                               "and is kept, but its product %r suggests %s" % (
-                                  name, acc, direct, raw_product, suggested[0])))
+                                  name, acc if out["scheme"] == "accelerator-label" else L_EKS, direct,
+                                  raw_product, suggested[0])))
         return out
     if base_product:
         table = match_product(base_product, memory_mib)
@@ -641,7 +645,8 @@ def _has_gpu_labels(labels, alias, options):
         labels.get(L_NV_PRESENT) == "true" or labels.get(L_NV_PRODUCT) or labels.get(L_NV_FAMILY)
         or labels.get(L_GKE) or labels.get(L_AKS) or labels.get(L_KARPENTER_NAME) or labels.get(L_AMD_PRODUCT)
         or labels.get(L_AMD_PRODUCT_BETA) or labels.get(L_INTEL_PRODUCT)
-        or labels.get(options["accelerator_label"]) or alias.get("gpu_type") or alias.get("product"))
+        or labels.get(options["accelerator_label"]) or labels.get(L_EKS) or alias.get("gpu_type")
+        or alias.get("product"))
 
 
 def classify_node(node, options, allocated=None):
@@ -890,8 +895,9 @@ def plan_label_change(node, record, options):
     """The accelerator-label change for one node as {node, action, label, old_value, new_value, patch}.
 
     Only ``accelerator_label`` is touched, and only changed or removed when the managed-labels
-    annotation says we set it; a value set by someone else is a conflict (reported, not touched). A node whose GPUs are of
-    several types (MIG mixed with several profiles) gets no label: one label cannot name them all.
+    annotation says we set it; a value set by someone else is a conflict (reported, not touched).
+    A node whose GPUs are of several types (MIG mixed with several profiles) gets no label: one
+    label cannot name them all.
     """
     meta = node.get("metadata") or {}
     name = meta.get("name")
@@ -976,8 +982,9 @@ def _selector_candidates(record, gpu, labels, options, planned_value):
         if labels.get(key):
             cands["product"].append({key: labels[key]})
     else:
+        eks = L_EKS if L_EKS != options["accelerator_label"] else None
         for key in (L_NV_PRODUCT, alias_keys.get("product"), alias_keys.get("gpu_type"), L_GKE,
-                    L_KARPENTER_NAME, L_AMD_PRODUCT, L_AMD_PRODUCT_BETA, L_INTEL_PRODUCT):
+                    L_KARPENTER_NAME, L_AMD_PRODUCT, L_AMD_PRODUCT_BETA, L_INTEL_PRODUCT, eks):
             if key and labels.get(key):
                 cands["product"].append({key: labels[key]})
     for fam_key, mem_key in ((L_NV_FAMILY, L_NV_MEMORY), (alias_keys.get("family"), alias_keys.get("memory")),

@@ -553,3 +553,15 @@ def test_prune_node_keeps_what_discovery_reads():
     assert set(pruned["metadata"]["annotations"]) == {"k3s.io/node-args", gpu.MANAGED_LABELS_ANNOTATION}
     opts = options()
     assert gpu.classify_node(pruned, opts, None) == gpu.classify_node(node, opts, None)
+
+
+def test_eks_label_is_evidence_under_another_accelerator_label_name():
+    node = copy.deepcopy(ENTRIES["eks-a10g"]["node"])
+    result = gpu.discover([node], options(accelerator_label="example.com/accelerator"))
+    record = result["nodes"][0]
+    assert (record["gpu_type"], record["labeling_scheme"]) == ("nvidia-ampere-a10", "eks")
+    assert result["label_changes"][0]["patch"]["metadata"]["labels"] == {"example.com/accelerator": "nvidia-ampere-a10"}
+    # ... but not when we set it ourselves
+    node["metadata"]["annotations"] = {gpu.MANAGED_LABELS_ANNOTATION: "k8s.amazonaws.com/accelerator"}
+    record = gpu.discover([node], options(accelerator_label="example.com/accelerator"))["nodes"][0]
+    assert (record["gpu_type"], record["labeling_scheme"]) == ("nvidia-ampere-a10", "instance-type")
