@@ -924,7 +924,9 @@ SETTLED = (READY, UPDATE_FAILED)
 
 def endpoint_spec():
     """Argument spec of llm_endpoint's own options (documented in the module)."""
-    engine_options = dict((key, dict(type=kind)) for key, kind in VLLM_ENGINE_ARGS.items())
+    # "token" in a name is about tokenizers here, not credentials.
+    engine_options = dict((key, dict(type=kind, no_log=False) if "token" in key else dict(type=kind))
+                          for key, kind in VLLM_ENGINE_ARGS.items())
     return dict(
         name=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
@@ -1020,11 +1022,11 @@ def _delete(client, name, deadline):
             if exc.status != 409:
                 raise
         left = deadline - time.monotonic()
-        outcome, endpoint, text, _ = wait_until(
+        outcome, endpoint, text, _waited = wait_until(
             lambda: client.get_endpoint(name), _settled, max(left, 0))
         if outcome == "timeout":
             raise _RunError("endpoint %s: the server refused the delete while an update is in progress "
-                           "(409), and the update did not finish within wait_timeout (%s)" % (name, text))
+                            "(409), and the update did not finish within wait_timeout (%s)" % (name, text))
         if endpoint is None:
             return
 
@@ -1042,7 +1044,7 @@ def _wait_gone(client, name, deadline):
         max(deadline - time.monotonic(), 0))
     if outcome != "ready":
         raise _RunError("endpoint %s still exists %.0fs after the delete (%s): raise wait_timeout or check "
-                       "the endpoint builder" % (name, waited, text), endpoint=endpoint)
+                        "the endpoint builder" % (name, waited, text), endpoint=endpoint)
 
 
 def _run_present(module, client, result):
@@ -1051,8 +1053,8 @@ def _run_present(module, client, result):
     endpoint = client.get_endpoint(name)
     if endpoint is not None and endpoint.get("status") not in SETTLED:
         # An update or delete is under way: compare against where it lands, not a half-built state.
-        outcome, endpoint, text, _ = wait_until(lambda: client.get_endpoint(name), _settled,
-                                                params["wait_timeout"])
+        outcome, endpoint, text, _waited = wait_until(
+            lambda: client.get_endpoint(name), _settled, params["wait_timeout"])
         if outcome == "timeout":
             raise _RunError("endpoint %s is still busy after %ss (%s): raise wait_timeout or check the "
                             "endpoint builder" % (name, params["wait_timeout"], text))
@@ -1113,13 +1115,13 @@ def _run_present(module, client, result):
         result["endpoint"] = endpoint or {}
         if outcome == "failed":
             raise _RunError("endpoint %s failed to deploy (%s): fix the cause and run again" % (name, text),
-                           changed=result["changed"])
+                            changed=result["changed"])
         if outcome == "timeout":
             raise _RunError("endpoint %s is not serving after %ds (%s). It needs status READY and %d "
-                           "available worker(s); a Pending reason such as an unmatched node selector "
-                           "means no node carries k8s.amazonaws.com/accelerator=%s with a free GPU"
-                           % (name, params["wait_timeout"], text, needed, merged.get("gpu_type") or "<gpu_type>"),
-                           changed=result["changed"])
+                            "available worker(s); a Pending reason such as an unmatched node selector "
+                            "means no node carries k8s.amazonaws.com/accelerator=%s with a free GPU"
+                            % (name, params["wait_timeout"], text, needed, merged.get("gpu_type") or "<gpu_type>"),
+                            changed=result["changed"])
     else:
         result["endpoint"] = client.get_endpoint(name) or {}
 

@@ -27,7 +27,7 @@ description:
     server's C(status_reason); on timeout reports the last status, worker counts and reason (for
     example why the workers' pods are Pending).
 author:
-  - llmops.serving contributors
+  - llmops.serving contributors (!UNKNOWN)
 extends_documentation_fragment:
   - llmops.serving.llm_engine
 attributes:

@@ -15,7 +15,7 @@ description:
   - Reads one LLM endpoint by name, or all endpoints of the user id, through the LLM Engine gateway
     API, and returns them as the API does.
 author:
-  - llmops.serving contributors
+  - llmops.serving contributors (!UNKNOWN)
 extends_documentation_fragment:
   - llmops.serving.llm_engine
 attributes:
