@@ -1082,7 +1082,7 @@ def _run_present(module, client, result):
     action = plan["action"]
     if action == "recreate_needed":
         action = "recreate"
-    result["action"] = action
+    result["operation"] = action
     result["changed"] = action != "none"
     if module._diff:
         after = managed_view(dict(current or {}, **dict((k, v) for k, v in desired.items() if v is not None)),

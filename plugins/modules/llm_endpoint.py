@@ -366,7 +366,7 @@ endpoint:
       deployment_state: {min_workers: 1, max_workers: 2, per_worker: 10, available_workers: 1, unavailable_workers: 0}
       resource_state: {cpus: "6", gpus: 1, gpu_type: nvidia-ampere-a10, memory: 24Gi, storage: 80Gi,
                        nodes_per_worker: 1}
-action:
+operation:
   description: What the run did (or would do in check mode).
   returned: when O(state=present)
   type: str
