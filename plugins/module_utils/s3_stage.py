@@ -809,19 +809,17 @@ class TransferEngine(object):
             raise StageError(self.errors[0], errors=self.errors)
 
     # ---- uploads ------------------------------------------------------------------------------
-    def upload(self, items, prefix, resume=True, pending_uploads=None):
+    def upload(self, items, prefix, resume=True):
         """Upload ``items`` [(relpath, abs path, size, sha256)]; return relpath -> etag."""
         etags = {}
         tasks = []
-        pending_uploads = pending_uploads or {}
         for rel, path, size, sha in items:
             key = object_key(prefix, rel)
             psize = part_size_for(size, self.part_size)
             if not uses_multipart(size, psize):
                 tasks.append(self._put_task(rel, key, path, size, sha, etags))
                 continue
-            tasks.extend(self._multipart_tasks(rel, key, path, size, sha, psize, etags, resume,
-                                               pending_uploads.get(key, [])))
+            tasks.extend(self._multipart_tasks(rel, key, path, size, sha, psize, etags, resume))
         self._run(tasks)
         return etags
 
@@ -842,25 +840,48 @@ class TransferEngine(object):
                 self._fail(exc, "uploading %s" % key)
         return task
 
-    def _start_multipart(self, key, sha, size, psize, resume, pending):
-        """(upload_id, kept parts {number: etag}, journal) for ``key``: resumes a journaled upload of
-        the same content when its parts check out, aborts other leftovers, else starts a new one."""
-        ranges = part_ranges(size, psize)
-        journal = self.journal.load(self.bucket, key) if (self.journal and resume) else None
-        usable = (journal and journal.get("sha256") == sha and journal.get("size") == size
-                  and journal.get("part_size") == psize and journal.get("upload_id") in pending)
-        kept = {}
-        upload_id = None
-        if usable:
-            upload_id = journal["upload_id"]
-            listed = {}
-            paginator = self.client.get_paginator("list_parts")
+    def _pending_uploads(self, key):
+        """Upload ids in progress for exactly ``key``. MinIO lists uploads only for an exact object
+        name (a directory prefix answers nothing after a restart), so this is asked per key."""
+        ids = []
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
+            for upload in page.get("Uploads", []) or []:
+                if upload["Key"] == key:
+                    ids.append(upload["UploadId"])
+        return ids
+
+    def _listed_parts(self, key, upload_id):
+        """number -> {size, etag} of an upload's parts, or None when the upload no longer exists."""
+        listed = {}
+        paginator = self.client.get_paginator("list_parts")
+        try:
             for page in paginator.paginate(Bucket=self.bucket, Key=key, UploadId=upload_id):
                 for part in page.get("Parts", []) or []:
                     listed[int(part["PartNumber"])] = {"size": int(part["Size"]), "etag": part["ETag"]}
-            md5s = dict((int(k), v) for k, v in (journal.get("parts") or {}).items())
-            kept, _missing = resume_parts(ranges, listed, md5s)
-            journal["parts"] = dict((str(n), md5s[n]) for n in kept)
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchUpload", "404"):
+                return None
+            raise
+        return listed
+
+    def _start_multipart(self, key, sha, size, psize, resume):
+        """(upload_id, kept parts {number: etag}, journal, ranges) for ``key``: resumes the journaled
+        upload of the same content when it still exists (keeping parts whose size and MD5 check out),
+        aborts other leftovers for the key, else starts a new upload."""
+        ranges = part_ranges(size, psize)
+        journal = self.journal.load(self.bucket, key) if self.journal else None
+        pending = self._pending_uploads(key)
+        kept = {}
+        upload_id = None
+        if (resume and journal and journal.get("sha256") == sha and journal.get("size") == size
+                and journal.get("part_size") == psize):
+            listed = self._listed_parts(key, journal["upload_id"])
+            if listed is not None:
+                upload_id = journal["upload_id"]
+                md5s = dict((int(k), v) for k, v in (journal.get("parts") or {}).items())
+                kept, _missing = resume_parts(ranges, listed, md5s)
+                journal["parts"] = dict((str(n), md5s[n]) for n in kept)
         for other in pending:
             if other != upload_id:
                 try:
@@ -877,9 +898,9 @@ class TransferEngine(object):
                 self.journal.save(journal)
         return upload_id, kept, journal, ranges
 
-    def _multipart_tasks(self, rel, key, path, size, sha, psize, etags, resume, pending):
+    def _multipart_tasks(self, rel, key, path, size, sha, psize, etags, resume):
         try:
-            upload_id, kept, journal, ranges = self._start_multipart(key, sha, size, psize, resume, pending)
+            upload_id, kept, journal, ranges = self._start_multipart(key, sha, size, psize, resume)
         except Exception as exc:  # noqa: BLE001
             self._fail(exc, "starting the multipart upload of %s" % key)
             raise StageError(self.errors[0] if self.errors else str(exc)) from None
@@ -987,7 +1008,8 @@ class TransferEngine(object):
                                      "was changed or corrupted after staging; re-run mode=push from the source)"
                                      % (self.bucket, record["key"], got, record["sha"]), path=record["rel"])
             for record in files:
-                os.fsync(record["fd"])
+                # No fsync: the hash cache marks these files as verified in this boot only, so after
+                # a crash (the only way to lose unflushed pages) the next run re-hashes them.
                 os.close(record["fd"])
                 record["fd"] = None
                 os.replace(record["tmp"], record["final"])
@@ -1267,12 +1289,8 @@ def run_push(ctx, params):
                             ctx.journal())
     transfer_started = time.time()
     items = [(rel, paths[rel][0], local[rel]["size"], local[rel]["sha256"]) for rel, _ in plan["upload"]]
-    pending = {}
-    if any(uses_multipart(i[2], part_size_for(i[2], params["part_size"])) for i in items) and bucket_exists:
-        pending = ctx.s3_call(bucket, "listing interrupted multipart uploads", _list_pending_uploads,
-                              ctx.client, bucket, prefix)
     try:
-        etags = engine.upload(items, prefix, resume=params.get("resume", True), pending_uploads=pending)
+        etags = engine.upload(items, prefix, resume=params.get("resume", True))
     except StageError:
         result_partial = engine.bytes_sent
         if not params.get("resume", True):
@@ -1301,16 +1319,6 @@ def run_push(ctx, params):
                   manifest_written=True, throughput_mib_s=mib_per_second(engine.bytes_sent, seconds))
     result["seconds"] = round(time.time() - started, 3)
     return result
-
-
-def _list_pending_uploads(client, bucket, prefix):
-    """key -> [upload ids] of multipart uploads in progress under ``prefix``."""
-    pending = {}
-    paginator = client.get_paginator("list_multipart_uploads")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-        for upload in page.get("Uploads", []) or []:
-            pending.setdefault(upload["Key"], []).append(upload["UploadId"])
-    return pending
 
 
 def _staged_model(ctx, params, action):
