@@ -23,7 +23,9 @@ options:
     description:
       - LLM Engine user id. Sent as the HTTP Basic username with an empty password, which is how the
         gateway authenticates; endpoints belong to this user id.
-      - Treated as a secret (hosted deployments use an API key here); never logged or returned.
+      - Treated as a secret, since whoever knows it acts as that user (hosted deployments use an API key
+        here). It is never logged, and Ansible masks it wherever it appears in results, for example in
+        C(spec.created_by) and in the Kubernetes names the server derives from it.
       - Falls back to the E(LLM_ENGINE_USER_ID) environment variable.
     type: str
     required: true

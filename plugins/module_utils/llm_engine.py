@@ -1050,6 +1050,7 @@ def _wait_gone(client, name, deadline):
 def _run_present(module, client, result):
     params = module.params
     name = params["name"]
+    deadline = time.monotonic() + params["wait_timeout"]
     endpoint = client.get_endpoint(name)
     if endpoint is not None and endpoint.get("status") not in SETTLED:
         # An update or delete is under way: compare against where it lands, not a half-built state.
@@ -1094,7 +1095,6 @@ def _run_present(module, client, result):
         result["request_body"] = plan["body"]
     if module.check_mode:
         return
-    deadline = time.monotonic() + params["wait_timeout"]
     if action == "update":
         client.update_endpoint(name, plan["body"])
     elif action in ("create", "recreate"):
