@@ -542,6 +542,15 @@ def stat_key(st):
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
+def current_boot_id():
+    """Linux boot id (changes on every boot), or None where the kernel does not expose one."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
 class HashCache(object):
     """SHA-256 per absolute path, reused only while size, mtime, ctime, inode and device match."""
 
@@ -563,13 +572,23 @@ class HashCache(object):
 
     def lookup(self, path, st):
         entry = self.entries.get(path)
-        if entry and entry.get("stat") == stat_key(st):
-            return entry.get("sha256")
-        return None
+        if not entry or entry.get("stat") != stat_key(st):
+            return None
+        if entry.get("boot_id") and entry["boot_id"] != current_boot_id():
+            return None
+        return entry.get("sha256")
 
-    def store(self, path, st, sha):
+    def store(self, path, st, sha, volatile=False):
+        """Remember ``sha`` for ``path``. ``volatile``: the bytes may still be only in the page cache
+        (written without fsync), so the entry holds only until the next reboot."""
+        entry = {"stat": stat_key(st), "sha256": sha}
+        if volatile:
+            boot_id = current_boot_id()
+            if not boot_id:
+                return
+            entry["boot_id"] = boot_id
         with self.lock:
-            self.entries[path] = {"stat": stat_key(st), "sha256": sha}
+            self.entries[path] = entry
             self.dirty = True
 
     def hash(self, path, st):
@@ -1435,7 +1454,7 @@ def run_pull(ctx, params):
     finally:
         cache.save()
     for rel, path in done.items():
-        cache.store(path, os.stat(path), wanted[rel]["sha256"])
+        cache.store(path, os.stat(path), wanted[rel]["sha256"], volatile=True)
     deleted = []
     for rel in plan["delete"]:
         os.unlink(os.path.join(abs_dest, *rel.split("/")))

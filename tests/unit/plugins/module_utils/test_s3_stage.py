@@ -329,6 +329,17 @@ def test_hash_cache_reuses_until_file_changes(tmp_path):
     assert cache.hash(str(path), after) == hashlib.sha256(b"b" * 1000).hexdigest()
 
 
+def test_volatile_entries_hold_only_within_this_boot(tmp_path, monkeypatch):
+    path = tmp_path / "downloaded"
+    path.write_bytes(b"x" * 10)
+    cache = st.HashCache(str(tmp_path / "c.json"))
+    cache.store(str(path), os.stat(path), "f" * 64, volatile=True)
+    assert cache.lookup(str(path), os.stat(path)) == "f" * 64
+    monkeypatch.setattr(st, "current_boot_id", lambda: "another-boot")
+    assert cache.lookup(str(path), os.stat(path)) is None
+    assert cache.hash(str(path), os.stat(path)) == hashlib.sha256(b"x" * 10).hexdigest()
+
+
 def test_hash_files_in_threads(tmp_path):
     stats = {}
     for i in range(5):
