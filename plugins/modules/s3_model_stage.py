@@ -2,6 +2,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, llmops.serving contributors
 # Apache License 2.0 (see LICENSE)
+# Apache 2.0 is compatible with the GNU General Public License v3.0+, the license of Ansible itself.
 
 from __future__ import absolute_import, division, print_function
 
@@ -29,10 +30,10 @@ description:
     (architecture, dtype, parameter count, bytes) is written last. V(pull) and V(verify) refuse a
     prefix without a manifest matching the bucket listing, and V(pull) checks every downloaded
     file's SHA-256 before renaming it into place.
-  - O(changed) is true only when bytes were written (objects or files, including the manifest) or
+  - C(changed) is true only when bytes were written (objects or files, including the manifest) or
     objects/files were deleted.
 author:
-  - llmops.serving contributors
+  - llmops.serving contributors (@llmops)
 extends_documentation_fragment:
   - llmops.serving.s3
 attributes:
