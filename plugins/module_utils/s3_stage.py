@@ -1116,13 +1116,36 @@ class StageContext(object):
     def __init__(self, client, endpoint_url, cache_dir=None, check_mode=False, diff=False):
         self.client = client
         self.endpoint_url = endpoint_url
-        self.cache_dir = cache_dir
         self.check_mode = check_mode
         self.diff = diff
         self.warnings = []
+        self.cache_dir = self._usable_cache_dir(cache_dir)
+
+    def _usable_cache_dir(self, cache_dir):
+        """``cache_dir`` when it can be created and written, else None with a warning: without it
+        every run re-hashes its files and interrupted uploads cannot be resumed."""
+        if not cache_dir:
+            return None
+        if self.check_mode:
+            # Check mode reads an existing cache but changes nothing on disk.
+            return cache_dir if os.path.isdir(cache_dir) else None
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=cache_dir, prefix=".probe-")
+            os.close(fd)
+            os.unlink(probe)
+            return cache_dir
+        except OSError as exc:
+            self.warnings.append("cache_dir %s is not writable (%s): files are re-hashed on every run and "
+                                 "interrupted uploads cannot be resumed; set cache_dir to a writable directory"
+                                 % (cache_dir, exc.strerror or exc))
+            return None
 
     def hash_cache(self):
-        return HashCache(os.path.join(self.cache_dir, "sha256-cache.json") if self.cache_dir else None)
+        cache = HashCache(os.path.join(self.cache_dir, "sha256-cache.json") if self.cache_dir else None)
+        if self.check_mode:
+            cache.path = None  # read, never written
+        return cache
 
     def journal(self):
         return UploadJournal(os.path.join(self.cache_dir, "uploads") if self.cache_dir else None)
@@ -1250,18 +1273,9 @@ def run_push(ctx, params):
     local = dict((rel, {"size": st.st_size, "sha256": shas[rel]}) for rel, st in stats.items())
 
     # Objects the manifest does not vouch for (e.g. a push interrupted before its manifest) but of the
-    # right size: their sha256 metadata decides. In a normal run this loop makes no request.
-    head_shas = {}
-    for rel, info in sorted(local.items()):
-        if needs_head(rel, remote.get(rel), info["size"], manifest):
-            key = object_key(prefix, rel)
-            try:
-                meta = ctx.client.head_object(Bucket=bucket, Key=key).get("Metadata") or {}
-            except Exception as exc:  # noqa: BLE001
-                raise StageError(describe_s3_error(exc, ctx.endpoint_url, bucket,
-                                                   "reading metadata of %s" % key)) from None
-            if meta.get("sha256"):
-                head_shas[rel] = meta["sha256"]
+    # right size: their sha256 metadata decides. In a normal run this makes no request.
+    head_shas = _head_shas(ctx, bucket, prefix, [rel for rel in sorted(local) if needs_head(
+        rel, remote.get(rel), local[rel]["size"], manifest)], params["concurrency"])
     plan = plan_push(local, remote, manifest, params.get("delete_extra"), include, exclude, head_shas)
     summary = summarize_model(config, dict((r, i["size"]) for r, i in local.items()), parameters)
 
@@ -1338,6 +1352,20 @@ def run_push(ctx, params):
                   manifest_written=True, throughput_mib_s=mib_per_second(engine.bytes_sent, seconds))
     result["seconds"] = round(time.time() - started, 3)
     return result
+
+
+def _head_shas(ctx, bucket, prefix, rels, concurrency):
+    """relpath -> ``sha256`` metadata of those objects that carry it (HEAD requests in parallel)."""
+    def head(rel):
+        key = object_key(prefix, rel)
+        meta = ctx.s3_call(bucket, "reading metadata of %s" % key, ctx.client.head_object, Bucket=bucket,
+                           Key=key).get("Metadata") or {}
+        return rel, meta.get("sha256")
+
+    if not rels:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(rels)))) as pool:
+        return dict((rel, sha) for rel, sha in pool.map(head, rels) if sha)
 
 
 def _staged_model(ctx, params, action):
