@@ -28,6 +28,7 @@ __metaclass__ = type
 
 import math
 import re
+from functools import lru_cache
 
 MANAGED_LABELS_ANNOTATION = "llmops.serving/managed-labels"
 DEFAULT_ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
@@ -196,6 +197,7 @@ class DiscoveryError(ValueError):
 # --------------------------------------------------------------------------------------------------
 # Small parsers
 # --------------------------------------------------------------------------------------------------
+@lru_cache(maxsize=4096)
 def parse_quantity(value):
     """Kubernetes quantity ("7910m", "31Gi", "1e3") to a float; None when missing or invalid."""
     if value is None:
@@ -218,6 +220,7 @@ def _millicores(value):
     return None if number is None else int(round(number * 1000))
 
 
+@lru_cache(maxsize=4096)
 def parse_memory_mib(value):
     """GPU memory label to MiB: plain numbers are MiB (GFD, Karpenter), "192G"/"80Gi" are GiB."""
     if value is None:
@@ -246,6 +249,7 @@ def _to_int(value):
         return None
 
 
+@lru_cache(maxsize=4096)
 def normalize_product(value):
     """Product string to the form the product table matches: upper case, "-" separated."""
     text = re.sub(r"[\s_/]+", "-", str(value).strip()).upper()
@@ -279,6 +283,7 @@ def is_valid_label_value(value):
     return isinstance(value, str) and (value == "" or bool(_LABEL_NAME.match(value)))
 
 
+@lru_cache(maxsize=4096)
 def match_product(product, memory_mib=None):
     """Product string -> (gpu_type, vendor, family, nominal GB) from the table, or None."""
     norm = normalize_product(product)
