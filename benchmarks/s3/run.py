@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """S3 model staging benchmark: llmops.serving.s3_model_stage against s5cmd, `aws s3 sync` and
 community.aws.s3_sync on the same MinIO, in one run. Writes benchmarks/s3/RESULTS.md.
 
@@ -145,8 +144,8 @@ class Tools:
         proc = subprocess.run(cmd, env=self.env, cwd=REPO, capture_output=True, text=True, check=False)
         seconds = time.time() - started
         if check and proc.returncode != 0:
-            raise RuntimeError("%s failed (%d): %s %s" % (cmd[:3], proc.returncode, proc.stdout[-2000:],
-                                                         proc.stderr[-2000:]))
+            raise RuntimeError("%s failed (%d): %s %s"
+                               % (cmd[:3], proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:]))
         return seconds, proc
 
     # ours
@@ -352,7 +351,7 @@ def tool_version(cmd):
 
 
 def write_results(args, rows, notes, where, total, count):
-    by = dict(((tool, phase), (secs, mibs)) for tool, phase, secs, mibs, _ in rows if secs is not None)
+    by = dict(((tool, phase), (secs, mibs)) for tool, phase, secs, mibs, _note in rows if secs is not None)
 
     def ratio(a, b, invert=False):
         if a not in by or b not in by:
@@ -371,8 +370,9 @@ def write_results(args, rows, notes, where, total, count):
              "- s5cmd %s; aws-cli %s; community.aws.s3_sync from the `ansible` package"
              % (tool_version([shutil.which("s5cmd", path=VENV_BIN) or "s5cmd", "version"]),
                 tool_version([os.path.join(VENV_BIN, "aws"), "--version"])),
-             ] + ["- %s" % n for n in notes] + ["",
-             "| tool | phase | seconds | MiB/s | notes |", "|---|---|---:|---:|---|"]
+             ]
+    lines += ["- %s" % n for n in notes]
+    lines += ["", "| tool | phase | seconds | MiB/s | notes |", "|---|---|---:|---:|---|"]
     for tool, phase, secs, mibs, extra in rows:
         lines.append("| %s | %s | %s | %s | %s |" % (tool, phase, "%.2f" % secs if secs is not None else "-",
                                                      "%.1f" % mibs if mibs else "-", extra))

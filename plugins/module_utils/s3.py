@@ -29,14 +29,14 @@ try:
     import boto3
     import botocore
     from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import ClientError
 
     HAS_BOTO3 = True
     BOTO3_IMPORT_ERROR = None
 except ImportError as exc:  # pragma: no cover - exercised only without boto3
     HAS_BOTO3 = False
     BOTO3_IMPORT_ERROR = exc
-    BotoCoreError = ClientError = Exception
+    ClientError = Exception
 
 DEFAULT_REGION = "us-east-1"
 # Requests the client itself may have in flight on top of the transfer workers (listing, HEAD,
@@ -197,7 +197,7 @@ def describe_s3_error(exc, endpoint_url, bucket, action):
                     % (action, where, exc))
         if isinstance(exc, (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError)):
             return "timed out while %s (%s): %s" % (action, where, exc)
-    code = error_code(exc)
+    code = error_code(exc) if isinstance(exc, ClientError) else None
     message = ((getattr(exc, "response", None) or {}).get("Error") or {}).get("Message") or str(exc)
     if code in CREDENTIAL_CODES:
         return ("the S3 credentials were rejected (%s) while %s (%s): check access_key/secret_key%s"

@@ -756,7 +756,7 @@ class OrderedHasher(object):
                         if self.next_index not in self.done:
                             break
                         index_now = self.next_index
-                    _, offset, length = self.ranges[index_now]
+                    _number, offset, length = self.ranges[index_now]
                     end = offset + length
                     pos = offset
                     while pos < end:
@@ -1283,7 +1283,7 @@ def run_push(ctx, params):
                   files_skipped=len(plan["skip"]))
     result["plan"] = {"upload": [{"path": r, "reason": why} for r, why in plan["upload"]],
                       "delete": plan["delete"], "skip": len(plan["skip"])}
-    upload_bytes = sum(local[r]["size"] for r, _ in plan["upload"])
+    upload_bytes = sum(local[r]["size"] for r, _why in plan["upload"])
     before_files = dict((r, {"size": o["size"], "sha256": remote_sha256(r, o, manifest, head_shas.get(r))})
                         for r, o in remote.items())
     if ctx.diff:
@@ -1296,7 +1296,7 @@ def run_push(ctx, params):
         needs_write = manifest_content(candidate) != manifest_content(manifest)
     if ctx.check_mode:
         result.update(changed=needs_write, files_transferred=len(plan["upload"]), bytes_transferred=upload_bytes,
-                      files_deleted=len(plan["delete"]), transferred=[r for r, _ in plan["upload"]],
+                      files_deleted=len(plan["delete"]), transferred=[r for r, _why in plan["upload"]],
                       deleted=plan["delete"], bucket_created=not bucket_exists, manifest_written=needs_write)
         cache.save()
         return result
@@ -1321,7 +1321,7 @@ def run_push(ctx, params):
     engine = TransferEngine(ctx.client, bucket, params["concurrency"], params["part_size"], ctx.endpoint_url,
                             ctx.journal())
     transfer_started = time.time()
-    items = [(rel, paths[rel][0], local[rel]["size"], local[rel]["sha256"]) for rel, _ in plan["upload"]]
+    items = [(rel, paths[rel][0], local[rel]["size"], local[rel]["sha256"]) for rel, _why in plan["upload"]]
     try:
         etags = engine.upload(items, prefix, resume=params.get("resume", True))
     except StageError:
@@ -1348,7 +1348,7 @@ def run_push(ctx, params):
     seconds = time.time() - transfer_started
     result.update(changed=True, files_transferred=len(items), bytes_transferred=engine.bytes_sent,
                   parts_resumed=engine.parts_resumed, bytes_resumed=engine.bytes_resumed,
-                  files_deleted=len(deleted), transferred=[r for r, _ in plan["upload"]], deleted=deleted,
+                  files_deleted=len(deleted), transferred=[r for r, _why in plan["upload"]], deleted=deleted,
                   manifest_written=True, throughput_mib_s=mib_per_second(engine.bytes_sent, seconds))
     result["seconds"] = round(time.time() - started, 3)
     return result
@@ -1453,7 +1453,7 @@ def run_pull(ctx, params):
         except (OSError, StageError):
             local_manifest = None
     manifest_changed = manifest_content(local_manifest) != manifest_content(manifest)
-    download_bytes = sum(wanted[r]["size"] for r, _ in plan["download"])
+    download_bytes = sum(wanted[r]["size"] for r, _why in plan["download"])
     result.update(summary=manifest.get("summary") or {}, files_total=len(wanted),
                   bytes_total=sum(f["size"] for f in wanted.values()), files_skipped=len(plan["skip"]))
     result["plan"] = {"download": [{"path": r, "reason": why} for r, why in plan["download"]],
@@ -1469,14 +1469,15 @@ def run_pull(ctx, params):
     if ctx.check_mode:
         cache.save()
         result.update(changed=changed, files_transferred=len(plan["download"]), bytes_transferred=download_bytes,
-                      files_deleted=len(plan["delete"]), transferred=[r for r, _ in plan["download"]],
+                      files_deleted=len(plan["delete"]), transferred=[r for r, _why in plan["download"]],
                       deleted=plan["delete"], manifest_written=manifest_changed)
         return result
     if not os.path.isdir(abs_dest):
         os.makedirs(abs_dest, exist_ok=True)
     transfer_started = time.time()
     engine = TransferEngine(ctx.client, bucket, params["concurrency"], params["part_size"], ctx.endpoint_url)
-    items = [(rel, wanted[rel]["size"], wanted[rel]["sha256"], wanted[rel].get("etag")) for rel, _ in plan["download"]]
+    items = [(rel, wanted[rel]["size"], wanted[rel]["sha256"], wanted[rel].get("etag"))
+             for rel, _why in plan["download"]]
     try:
         done = engine.download(items, prefix, abs_dest) if items else {}
     finally:

@@ -122,9 +122,10 @@ options:
     default: false
   cache_dir:
     description:
-      - Directory for the local SHA-256 cache and the multipart upload journal.
-      - Defaults to C(~/.cache/llmops-serving/s3_model_stage) of the user running the module.
+      - Directory for the local SHA-256 cache and the multipart upload journal, on the host running the
+        module. When it cannot be written, the module warns, re-hashes every file and cannot resume.
     type: path
+    default: ~/.cache/llmops-serving/s3_model_stage
 notes:
   - The manifest is C(<prefix>/.llmops-manifest.json). LLM Engine and vLLM ignore it; it is copied along
     with the model by tools such as C(s5cmd cp).
@@ -289,7 +290,6 @@ throughput_mib_s:
   sample: 371.5
 """
 
-import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 from ansible.module_utils.common.text.converters import to_native  # noqa: E402
@@ -327,7 +327,7 @@ def argument_spec():
         part_size=dict(type="str", default="64MiB"),
         resume=dict(type="bool", default=True),
         verify_content=dict(type="bool", default=False),
-        cache_dir=dict(type="path"),
+        cache_dir=dict(type="path", default="~/.cache/llmops-serving/s3_model_stage"),
     )
     return spec
 
@@ -348,8 +348,6 @@ def main():
     errors = validate_connection_params(params) + validate_stage_params(params)
     if errors:
         _fail_with(module, "; ".join(errors))
-    if params["cache_dir"] is None:
-        params["cache_dir"] = os.path.join(os.path.expanduser("~"), ".cache", "llmops-serving", "s3_model_stage")
     try:
         client = build_s3_client(params, params["concurrency"])
     except S3ConfigError as exc:

@@ -82,13 +82,18 @@ def stage_play(args, name=STAGE_TASK):
 
 
 def run_stage(conn, check=False, diff=False, **args):
+    """Run the module once through ansible-playbook; return its result."""
+    return run_stage_full(conn, check=check, diff=diff, **args)[0]
+
+
+def run_stage_full(conn, check=False, diff=False, **args):
     """Run the module once through ansible-playbook; return (module result, run)."""
     module_args = dict(conn)
     module_args.update(args)
     run = run_playbook(stage_play(module_args), check=check, diff=diff)
     results = task_results(run, STAGE_TASK)
-    assert results, "no result for the staging task: rc=%s\n%s\n%s" % (run["rc"], run["stdout"][-3000:],
-                                                                        run["stderr"][-3000:])
+    assert results, "no result for the staging task: rc=%s\n%s\n%s" % (
+        run["rc"], run["stdout"][-3000:], run["stderr"][-3000:])
     return results[0], run
 
 

@@ -19,6 +19,7 @@ from tests.integration.s3_helpers import (
     client_for,
     delete_bucket,
     run_stage,
+    run_stage_full,
     sandbox_s3,
     snapshot,
     start_stage,
@@ -70,8 +71,7 @@ def opts(tmp_path, **extra):
 
 
 def test_push_rerun_and_single_file_change(conn, client, bucket, model, tmp_path):
-    first, _ = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="models/tiny",
-                         **opts(tmp_path))
+    first = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="models/tiny", **opts(tmp_path))
     assert first.get("failed") is not True, first.get("msg")
     assert first["changed"] is True
     files = sorted(p.name for p in model.iterdir())
@@ -93,7 +93,7 @@ def test_push_rerun_and_single_file_change(conn, client, bucket, model, tmp_path
     last = max(before.items(), key=lambda kv: kv[1][2])[0]
     assert last.endswith(MANIFEST)
 
-    second, _ = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="models/tiny", **opts(tmp_path))
+    second = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="models/tiny", **opts(tmp_path))
     assert second["changed"] is False
     assert second["bytes_transferred"] == 0 and second["transferred"] == []
     assert second["files_skipped"] == len(files)
@@ -104,7 +104,7 @@ def test_push_rerun_and_single_file_change(conn, client, bucket, model, tmp_path
     data = bytearray(shard.read_bytes())
     data[-1] ^= 0xFF
     shard.write_bytes(bytes(data))
-    third, _ = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="models/tiny", **opts(tmp_path))
+    third = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="models/tiny", **opts(tmp_path))
     assert third["changed"] is True
     assert third["transferred"] == ["model-00002-of-00002.safetensors"]
     assert third["bytes_transferred"] == len(data)
@@ -112,15 +112,15 @@ def test_push_rerun_and_single_file_change(conn, client, bucket, model, tmp_path
     changed_keys = sorted(k for k in after if after[k] != before.get(k))
     assert changed_keys == ["models/tiny/" + MANIFEST, "models/tiny/model-00002-of-00002.safetensors"]
 
-    verify, _ = run_stage(conn, mode="verify", bucket=bucket, prefix="models/tiny", verify_content=True,
-                          **opts(tmp_path))
+    verify = run_stage(conn, mode="verify", bucket=bucket, prefix="models/tiny", verify_content=True, **opts(tmp_path))
     assert verify.get("failed") is not True, verify.get("msg")
     assert verify["changed"] is False and verify["bytes_read"] == sum(p.stat().st_size for p in model.iterdir())
 
 
 def test_check_mode_writes_nothing_and_reports_diff(conn, client, bucket, model, tmp_path):
-    checked, _ = run_stage(conn, check=True, diff=True, mode="push", src=str(model), bucket=bucket,
-                           prefix="cm", **opts(tmp_path))
+    checked = run_stage(
+        conn, check=True, diff=True, mode="push", src=str(model), bucket=bucket, prefix="cm", **opts(tmp_path)
+    )
     assert checked["changed"] is True
     assert len(checked["transferred"]) == len(list(model.iterdir()))
     assert snapshot(client, bucket) == {}
@@ -130,16 +130,18 @@ def test_check_mode_writes_nothing_and_reports_diff(conn, client, bucket, model,
     before = snapshot(client, bucket)
     (model / "tokenizer_config.json").write_text('{"changed": true}\n')
     (model / "extra.txt").write_text("x")
-    checked, _ = run_stage(conn, check=True, diff=True, mode="push", src=str(model), bucket=bucket, prefix="cm",
-                           **opts(tmp_path))
+    checked = run_stage(
+        conn, check=True, diff=True, mode="push", src=str(model), bucket=bucket, prefix="cm", **opts(tmp_path)
+    )
     assert checked["changed"] is True
     assert sorted(checked["transferred"]) == ["extra.txt", "tokenizer_config.json"]
     assert snapshot(client, bucket) == before
 
     # Check mode of a missing bucket with create_bucket: reported, not created.
     missing = unique_bucket("missing")
-    checked, _ = run_stage(conn, check=True, mode="push", src=str(model), bucket=missing, prefix="cm",
-                           create_bucket=True, **opts(tmp_path))
+    checked = run_stage(
+        conn, check=True, mode="push", src=str(model), bucket=missing, prefix="cm", create_bucket=True, **opts(tmp_path)
+    )
     assert checked["changed"] is True and checked["bucket_created"] is True
     assert missing not in [b["Name"] for b in client.list_buckets()["Buckets"]]
 
@@ -151,20 +153,20 @@ def test_tampered_object_fails_verify_and_pull_naming_the_file(conn, client, buc
     body[100] ^= 0x01
     client.put_object(Bucket=bucket, Key=key, Body=bytes(body))
 
-    verify, _ = run_stage(conn, mode="verify", bucket=bucket, prefix="tamper", **opts(tmp_path))
+    verify = run_stage(conn, mode="verify", bucket=bucket, prefix="tamper", **opts(tmp_path))
     assert verify["failed"] is True
     assert "model-00001-of-00002.safetensors" in verify["msg"] and "manifest" in verify["msg"]
 
     dest = tmp_path / "cache-dir"
-    pulled, _ = run_stage(conn, mode="pull", bucket=bucket, prefix="tamper", dest=str(dest), **opts(tmp_path))
+    pulled = run_stage(conn, mode="pull", bucket=bucket, prefix="tamper", dest=str(dest), **opts(tmp_path))
     assert pulled["failed"] is True
     assert "model-00001-of-00002.safetensors" in pulled["msg"]
     assert not dest.exists() or not any(dest.iterdir()), "pull wrote files from a prefix it refused"
 
     # A push from the source repairs it; then both pass.
-    repaired, _ = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="tamper", **opts(tmp_path))
+    repaired = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="tamper", **opts(tmp_path))
     assert repaired["transferred"] == ["model-00001-of-00002.safetensors"]
-    verify, _ = run_stage(conn, mode="verify", bucket=bucket, prefix="tamper", **opts(tmp_path))
+    verify = run_stage(conn, mode="verify", bucket=bucket, prefix="tamper", **opts(tmp_path))
     assert verify.get("failed") is not True, verify.get("msg")
 
 
@@ -172,7 +174,7 @@ def test_pull_and_verify_refuse_a_prefix_without_manifest(conn, client, bucket, 
     run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="nomani", **opts(tmp_path))
     client.delete_object(Bucket=bucket, Key="nomani/" + MANIFEST)
     for mode, extra in (("verify", {}), ("pull", {"dest": str(tmp_path / "d")})):
-        result, _ = run_stage(conn, mode=mode, bucket=bucket, prefix="nomani", **opts(tmp_path, **extra))
+        result = run_stage(conn, mode=mode, bucket=bucket, prefix="nomani", **opts(tmp_path, **extra))
         assert result["failed"] is True
         assert MANIFEST in result["msg"] and "never completely staged" in result["msg"]
     assert not (tmp_path / "d").exists()
@@ -181,8 +183,14 @@ def test_pull_and_verify_refuse_a_prefix_without_manifest(conn, client, bucket, 
 def test_pull_into_cache_is_noop_when_intact(conn, client, bucket, model, tmp_path):
     run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="pull", **opts(tmp_path))
     dest = tmp_path / "node-cache"
-    pulled, _ = run_stage(conn, mode="pull", bucket=bucket, prefix="pull", dest=str(dest),
-                          **opts(tmp_path, cache_dir=str(tmp_path / "pull-cache")))
+    pulled = run_stage(
+        conn,
+        mode="pull",
+        bucket=bucket,
+        prefix="pull",
+        dest=str(dest),
+        **opts(tmp_path, cache_dir=str(tmp_path / "pull-cache")),
+    )
     assert pulled.get("failed") is not True, pulled.get("msg")
     assert pulled["changed"] is True
     for item in model.iterdir():
@@ -190,13 +198,25 @@ def test_pull_into_cache_is_noop_when_intact(conn, client, bucket, model, tmp_pa
     assert (dest / MANIFEST).is_file()
     assert not [p for p in dest.iterdir() if p.name.endswith(".llmops-partial")]
 
-    again, _ = run_stage(conn, mode="pull", bucket=bucket, prefix="pull", dest=str(dest),
-                         **opts(tmp_path, cache_dir=str(tmp_path / "pull-cache")))
+    again = run_stage(
+        conn,
+        mode="pull",
+        bucket=bucket,
+        prefix="pull",
+        dest=str(dest),
+        **opts(tmp_path, cache_dir=str(tmp_path / "pull-cache")),
+    )
     assert again["changed"] is False and again["bytes_transferred"] == 0
 
     # Without the hash cache (fresh cache dir) the intact files are re-hashed, still nothing moves.
-    fresh, _ = run_stage(conn, mode="pull", bucket=bucket, prefix="pull", dest=str(dest),
-                         **opts(tmp_path, cache_dir=str(tmp_path / "other-cache")))
+    fresh = run_stage(
+        conn,
+        mode="pull",
+        bucket=bucket,
+        prefix="pull",
+        dest=str(dest),
+        **opts(tmp_path, cache_dir=str(tmp_path / "other-cache")),
+    )
     assert fresh["changed"] is False
 
     # A corrupted local file (same size) is found and replaced, alone.
@@ -204,8 +224,14 @@ def test_pull_into_cache_is_noop_when_intact(conn, client, bucket, model, tmp_pa
     data = bytearray(local.read_bytes())
     data[10] ^= 0x55
     local.write_bytes(bytes(data))
-    fixed, _ = run_stage(conn, mode="pull", bucket=bucket, prefix="pull", dest=str(dest),
-                         **opts(tmp_path, cache_dir=str(tmp_path / "pull-cache")))
+    fixed = run_stage(
+        conn,
+        mode="pull",
+        bucket=bucket,
+        prefix="pull",
+        dest=str(dest),
+        **opts(tmp_path, cache_dir=str(tmp_path / "pull-cache")),
+    )
     assert fixed["transferred"] == ["model-00002-of-00002.safetensors"]
     assert sha256(local) == sha256(model / "model-00002-of-00002.safetensors")
 
@@ -213,7 +239,7 @@ def test_pull_into_cache_is_noop_when_intact(conn, client, bucket, model, tmp_pa
 def test_errors_before_any_write(conn, client, bucket, model, tmp_path, sandbox_env):
     os.unlink(model / "config.json")
     (model / "model-00002-of-00002.safetensors").unlink()
-    result, _ = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="bad", **opts(tmp_path))
+    result = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="bad", **opts(tmp_path))
     assert result["failed"] is True
     assert "config.json is missing" in result["msg"]
     assert "model-00002-of-00002.safetensors listed in model.safetensors.index.json is missing" in result["msg"]
@@ -222,25 +248,27 @@ def test_errors_before_any_write(conn, client, bucket, model, tmp_path, sandbox_
     good = tmp_path / "good"
     make_tiny_model(str(good), seed=1)
     bad_creds = dict(conn, secret_key="wrong-secret-key-value")
-    result, run = run_stage(bad_creds, mode="push", src=str(good), bucket=bucket, prefix="x", **opts(tmp_path))
+    result, run = run_stage_full(bad_creds, mode="push", src=str(good), bucket=bucket, prefix="x", **opts(tmp_path))
     assert result["failed"] is True
     assert "credentials were rejected" in result["msg"]
     assert conn["endpoint_url"] in result["msg"] and bucket in result["msg"]
     assert "wrong-secret-key-value" not in run["stdout"] + run["stderr"]
 
     missing = unique_bucket("nobucket")
-    result, _ = run_stage(conn, mode="push", src=str(good), bucket=missing, prefix="x", **opts(tmp_path))
+    result = run_stage(conn, mode="push", src=str(good), bucket=missing, prefix="x", **opts(tmp_path))
     assert result["failed"] is True
     assert "does not exist" in result["msg"] and "create_bucket: true" in result["msg"]
     try:
-        created, _ = run_stage(conn, mode="push", src=str(good), bucket=missing, prefix="x", create_bucket=True,
-                               **opts(tmp_path))
+        created = run_stage(
+            conn, mode="push", src=str(good), bucket=missing, prefix="x", create_bucket=True, **opts(tmp_path)
+        )
         assert created["bucket_created"] is True and created["changed"] is True
     finally:
         delete_bucket(client, missing)
 
-    result, _ = run_stage(conn, mode="push", src=str(good), bucket=bucket, prefix="x",
-                          **opts(tmp_path, part_size="1MiB", concurrency=0))
+    result = run_stage(
+        conn, mode="push", src=str(good), bucket=bucket, prefix="x", **opts(tmp_path, part_size="1MiB", concurrency=0)
+    )
     assert result["failed"] is True
     assert "part_size must be between 5MiB and 5GiB" in result["msg"] and "concurrency" in result["msg"]
 
@@ -264,12 +292,17 @@ def test_tls_failure_is_explained_and_ca_bundle_fixes_it(throwaway, tmp_path):
     client_for(server.conn(ca_bundle=server.ca_cert)).create_bucket(Bucket="it-s3-tls")
     model = tmp_path / "m"
     make_tiny_model(str(model), seed=2)
-    result, _ = run_stage(server.conn(), mode="push", src=str(model), bucket="it-s3-tls", prefix="m",
-                          **opts(tmp_path))
+    result = run_stage(server.conn(), mode="push", src=str(model), bucket="it-s3-tls", prefix="m", **opts(tmp_path))
     assert result["failed"] is True
     assert "TLS" in result["msg"] and "ca_bundle" in result["msg"] and server.endpoint in result["msg"]
-    ok, _ = run_stage(server.conn(ca_bundle=server.ca_cert), mode="push", src=str(model), bucket="it-s3-tls",
-                      prefix="m", **opts(tmp_path))
+    ok = run_stage(
+        server.conn(ca_bundle=server.ca_cert),
+        mode="push",
+        src=str(model),
+        bucket="it-s3-tls",
+        prefix="m",
+        **opts(tmp_path),
+    )
     assert ok.get("failed") is not True, ok.get("msg")
     assert ok["changed"] is True
 
@@ -302,8 +335,7 @@ def test_resume_after_server_killed_mid_push(throwaway, tmp_path):
     # ~2 x 17 MiB shards -> 4 parts of 5 MiB each per shard.
     make_tiny_model(str(model), seed=5, hidden=1024, vocab=8192)
     total = sum(p.stat().st_size for p in model.iterdir())
-    args = dict(mode="push", src=str(model), bucket="it-s3-resume", prefix="big",
-                **opts(tmp_path, concurrency=1))
+    args = dict(mode="push", src=str(model), bucket="it-s3-resume", prefix="big", **opts(tmp_path, concurrency=1))
     proc = start_stage(server.conn(), **args)
     seen = 0
     deadline = time.time() + 120
@@ -325,10 +357,11 @@ def test_resume_after_server_killed_mid_push(throwaway, tmp_path):
     assert _uploads(admin, "it-s3-resume"), "the killed push left no multipart upload to resume"
     parts_before = _parts_uploaded(admin, "it-s3-resume")
     assert parts_before >= 3
-    assert not any(k["Key"].endswith(MANIFEST) for k in admin.list_objects_v2(
-        Bucket="it-s3-resume").get("Contents", []) or []), "manifest written by an interrupted push"
+    assert not any(
+        k["Key"].endswith(MANIFEST) for k in admin.list_objects_v2(Bucket="it-s3-resume").get("Contents", []) or []
+    ), "manifest written by an interrupted push"
 
-    resumed, _ = run_stage(server.conn(), **args)
+    resumed = run_stage(server.conn(), **args)
     assert resumed.get("failed") is not True, resumed.get("msg")
     assert resumed["parts_resumed"] >= parts_before - 1
     assert resumed["bytes_resumed"] >= (parts_before - 1) * 5 * MIB
@@ -339,12 +372,19 @@ def test_resume_after_server_killed_mid_push(throwaway, tmp_path):
     assert resumed["bytes_transferred"] + resumed["bytes_resumed"] + skipped == total
     assert _uploads(admin, "it-s3-resume") == []
 
-    verify, _ = run_stage(server.conn(), mode="verify", bucket="it-s3-resume", prefix="big", verify_content=True,
-                          **opts(tmp_path))
+    verify = run_stage(
+        server.conn(), mode="verify", bucket="it-s3-resume", prefix="big", verify_content=True, **opts(tmp_path)
+    )
     assert verify.get("failed") is not True, verify.get("msg")
     dest = tmp_path / "pulled"
-    pulled, _ = run_stage(server.conn(), mode="pull", bucket="it-s3-resume", prefix="big", dest=str(dest),
-                          **opts(tmp_path, cache_dir=str(tmp_path / "pc")))
+    pulled = run_stage(
+        server.conn(),
+        mode="pull",
+        bucket="it-s3-resume",
+        prefix="big",
+        dest=str(dest),
+        **opts(tmp_path, cache_dir=str(tmp_path / "pc")),
+    )
     assert pulled.get("failed") is not True, pulled.get("msg")
     for item in model.iterdir():
         assert sha256(dest / item.name) == sha256(item)
@@ -368,9 +408,16 @@ def test_role_publishes_checkpoints_and_hides_secrets(conn, client, bucket, mode
         "model_staging_part_size": "8MiB",
         "model_staging_cache_dir": str(tmp_path / "role-cache"),
     }
-    play = [{"name": "stage", "hosts": "localhost", "gather_facts": False, "vars": role_vars,
-             "roles": ["llmops.serving.model_staging"],
-             "post_tasks": [{"name": "show", "ansible.builtin.debug": {"var": "model_staging_checkpoints"}}]}]
+    play = [
+        {
+            "name": "stage",
+            "hosts": "localhost",
+            "gather_facts": False,
+            "vars": role_vars,
+            "roles": ["llmops.serving.model_staging"],
+            "post_tasks": [{"name": "show", "ansible.builtin.debug": {"var": "model_staging_checkpoints"}}],
+        }
+    ]
     run = run_playbook(play)
     assert run["rc"] == 0, run["stdout"][-4000:]
     facts = task_results(run, "show")[0]["model_staging_checkpoints"]

@@ -235,7 +235,7 @@ def test_listing_problems_names_each_file():
 def test_plan_push_first_run_uploads_everything():
     local = {"config.json": {"size": 2, "sha256": sha("a")}, "w.safetensors": {"size": 9, "sha256": sha("b")}}
     plan = st.plan_push(local, {}, None)
-    assert [r for r, _ in plan["upload"]] == ["config.json", "w.safetensors"]
+    assert [r for r, _why in plan["upload"]] == ["config.json", "w.safetensors"]
     assert plan["skip"] == [] and plan["delete"] == []
 
 
@@ -286,7 +286,7 @@ def test_plan_pull():
     plan = st.plan_pull(manifest, local, {"a": sha("a"), "b": sha("tampered")}, delete_extra=True,
                         local_extra=["extra"])
     assert plan["skip"] == ["a"]
-    assert [r for r, _ in plan["download"]] == ["b", "c", "d"]
+    assert [r for r, _why in plan["download"]] == ["b", "c", "d"]
     assert plan["delete"] == ["extra"]
 
 
@@ -347,7 +347,7 @@ def test_hash_files_in_threads(tmp_path):
         p.write_bytes(os.urandom(10000 + i))
         stats["f%d" % i] = (str(p), os.stat(p))
     shas = st.hash_files(stats, st.HashCache(None), workers=4)
-    for rel, (path, _) in stats.items():
+    for rel, (path, _stat) in stats.items():
         with open(path, "rb") as handle:
             assert shas[rel] == hashlib.sha256(handle.read()).hexdigest()
 
