@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """gpu_node_info benchmark: the module against `kubectl get nodes -o json` on the same cluster, in one run.
 
 Adds N kwok nodes (default 2,000) to the sandbox, cycling through the GPU labeling schemes of

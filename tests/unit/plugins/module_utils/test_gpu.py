@@ -254,8 +254,8 @@ def test_override_by_node_name_maps_device_plugin_only_node():
     node = copy.deepcopy(ENTRIES["k3s-gpu"]["node"])
     result = gpu.discover([node], options(gpu_type_overrides={"k3s-gpu": "nvidia-ada-l40"}))
     record = result["nodes"][0]
-    assert (record["gpu_type"], record["labeling_scheme"], record["memory_mib"]) == ("nvidia-ada-l40", "override",
-                                                                                       49152)
+    assert (record["gpu_type"], record["labeling_scheme"], record["memory_mib"]) == (
+        "nvidia-ada-l40", "override", 49152)
     assert result["warnings"] == []
     assert result["gpu_types"]["nvidia-ada-l40"]["gpu_memory_gb"] == 48
 
