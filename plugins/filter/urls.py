@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ipaddress
 from urllib.parse import quote, urlencode
 
 from ansible.errors import AnsibleFilterError
@@ -37,7 +38,12 @@ def database_url(parts, scheme="postgresql", params=None):
             "database_url: host %r must be a bare host name or IP address (no scheme, port or path)" % host
         )
     if ":" in host:
-        host = "[%s]" % host
+        try:
+            host = "[%s]" % ipaddress.IPv6Address(host)
+        except ValueError:
+            raise AnsibleFilterError(
+                "database_url: host %r must be a bare host name or IP address (put the port in 'port')" % host
+            ) from None
     try:
         port = int(parts["port"])
     except (TypeError, ValueError):

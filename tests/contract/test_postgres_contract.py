@@ -120,7 +120,6 @@ def connect(url="", **kwargs):
 def cluster():
     bindir = postgres_bindir()
     workdir = tempfile.mkdtemp(prefix="llmops-pg-contract-")
-    os.chmod(workdir, 0o755)
     pg = PostgresCluster(workdir, bindir, server_user())
     pg.first_render = pg.render()
     pg.initdb()
