@@ -444,7 +444,7 @@ def test_role_fails_early_without_schedulable_gpu_and_changes_nothing(tmp_path):
         assert run["rc"] != 0
         text = run["stdout"]
         assert "No schedulable GPU" in text and "gpu_discovery_allow_cpu_only" in text
-        assert "gpu-down (nvidia-tesla-t4" in text and "NotReady" in text and "cordoned" in text
+        assert "'gpu-down': 1" in text and "NotReady ['gpu-down']" in text and "cordoned ['gpu-cordoned']" in text
         assert api.writes() == []
         run, facts = run_role({"gpu_discovery_allow_cpu_only": True, "gpu_discovery_label_nodes": False},
                               env=api.kubeconfig(tmp_path))
