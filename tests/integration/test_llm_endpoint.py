@@ -113,12 +113,12 @@ def cleanup(engine):
     yield
     engine.clear_faults()
     for name in engine.names():
-        status, _ = engine.delete(name)
-        for _ in range(100):
+        status, _answer = engine.delete(name)
+        for _attempt in range(100):
             if status != 409:
                 break
             time.sleep(0.2)
-            status, _ = engine.delete(name)
+            status, _answer = engine.delete(name)
     deadline = time.monotonic() + 60
     while engine.names() or _our_pods(engine):
         assert time.monotonic() < deadline, "endpoints or pods of %s left behind" % engine.user

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """LLM Engine gateway stand-in for the sandbox.
 
 THIS IS A TEST STAND-IN, NOT PART OF THE COLLECTION. The real gateway (Scale's ``model_engine_server``)
@@ -447,8 +446,8 @@ class KubeBuilder:
                 if reason:
                     break
             if reason is None:
-                reason = "%d of %d worker(s) not available yet (%d pod(s))" % (replicas - available, replicas,
-                                                                              len(pods))
+                reason = "%d of %d worker(s) not available yet (%d pod(s))" % (
+                    replicas - available, replicas, len(pods))
         return available, unavailable, reason
 
 
@@ -745,7 +744,7 @@ class Gateway:
         errors = []
         for key, kind in (("prompt", str), ("max_new_tokens", int), ("temperature", float)):
             value = (body or {}).get(key) if isinstance(body, dict) else None
-            ok, _ = _coerce(kind, value) if value is not None else (False, None)
+            ok = _coerce(kind, value)[0] if value is not None else False
             if not ok:
                 errors.append({"type": "missing" if value is None else "type_error", "loc": ["body", key],
                                "msg": "Field required" if value is None else _expected(kind)})
@@ -774,7 +773,7 @@ def log(msg):
 def authenticate(header):
     if not header:
         return None
-    scheme, _, value = header.partition(" ")
+    scheme, _space, value = header.partition(" ")
     value = value.strip()
     if scheme.lower() == "basic":
         try:
@@ -878,7 +877,7 @@ class Handler(BaseHTTPRequestHandler):
                 return 200, gw.create(user, raw)
             if method == "GET":
                 with gw.lock:
-                    records = [r for (owner, _), r in gw.endpoints.items() if owner == user
+                    records = [r for (owner, _name), r in gw.endpoints.items() if owner == user
                                and (not query.get("name") or r["name"] == query["name"])]
                 order = query.get("order_by")
                 if order == "newest":
@@ -945,7 +944,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--kubeconfig", help="without it no Deployments are made (self-tests only)")

@@ -69,7 +69,7 @@ def body(**overrides):
 def wait_status(url, name, wanted, user="alice", timeout=10):
     deadline = time.monotonic() + timeout
     while True:
-        status, data, _ = call(url, "GET", "/v1/llm/model-endpoints/" + name, user=user)
+        status, data, _headers = call(url, "GET", "/v1/llm/model-endpoints/" + name, user=user)
         current = data.get("status") if status == 200 else status
         if current == wanted:
             return data
@@ -93,7 +93,7 @@ def test_basic_username_and_bearer_token_are_the_same_user(standin):
 
 
 def test_lifecycle_and_the_get_shape(standin):
-    status, data, _ = call(standin, "POST", "/v1/llm/model-endpoints", body(name="life", max_model_len=4096))
+    status, data, _headers = call(standin, "POST", "/v1/llm/model-endpoints", body(name="life", max_model_len=4096))
     assert status == 200 and data["endpoint_creation_task_id"]
     first = call(standin, "GET", "/v1/llm/model-endpoints/life")[1]
     assert first["status"] == "UPDATE_PENDING"
@@ -113,8 +113,8 @@ def test_lifecycle_and_the_get_shape(standin):
 
 
 def test_unknown_fields_are_dropped_silently(standin):
-    status, _, _ = call(standin, "POST", "/v1/llm/model-endpoints", body(name="drop", max_model_length=4096,
-                                                                         bogus=True))
+    payload = body(name="drop", max_model_length=4096, bogus=True)
+    status = call(standin, "POST", "/v1/llm/model-endpoints", payload)[0]
     assert status == 200
     metadata = wait_status(standin, "drop", "READY")["spec"]["metadata"]["_llm"]
     assert "vllm_additional_args" not in metadata
@@ -128,13 +128,13 @@ def test_unknown_fields_are_dropped_silently(standin):
     (body(max_model_len="long"), ["body", "vllm", "max_model_len"]),
 ])
 def test_schema_errors_are_422(standin, payload, loc):
-    status, data, _ = call(standin, "POST", "/v1/llm/model-endpoints", payload)
+    status, data, _headers = call(standin, "POST", "/v1/llm/model-endpoints", payload)
     assert status == 422
     assert loc in [error["loc"] for error in data["detail"]]
 
 
 def test_unknown_framework_is_422(standin):
-    status, data, _ = call(standin, "POST", "/v1/llm/model-endpoints", body(inference_framework="triton"))
+    status, data, _headers = call(standin, "POST", "/v1/llm/model-endpoints", body(inference_framework="triton"))
     assert status == 422 and "does not match any of the expected tags" in data["detail"][0]["msg"]
 
 
@@ -176,7 +176,8 @@ def _module_errors(overrides):
 
 @pytest.mark.parametrize("case,server_overrides,module_overrides,detail", BOTH_SIDES, ids=[c[0] for c in BOTH_SIDES])
 def test_the_module_refuses_what_the_server_refuses(standin, case, server_overrides, module_overrides, detail):
-    status, data, _ = call(standin, "POST", "/v1/llm/model-endpoints", body(name="rule-" + case, **server_overrides))
+    payload = body(name="rule-" + case, **server_overrides)
+    status, data, _headers = call(standin, "POST", "/v1/llm/model-endpoints", payload)
     assert status == 400, data
     assert detail in data["detail"]
     assert _module_errors(module_overrides), "client-side validation let %s through" % case
@@ -225,7 +226,7 @@ def test_update_changes_only_what_is_sent_and_engine_args_need_a_bundle_rebuild(
 def test_delete_refuses_during_an_update_then_removes(standin):
     assert call(standin, "POST", "/v1/llm/model-endpoints", body(name="del"))[0] == 200
     wait_status(standin, "del", "UPDATE_IN_PROGRESS")
-    status, data, _ = call(standin, "DELETE", "/v1/llm/model-endpoints/del")
+    status, data, _headers = call(standin, "DELETE", "/v1/llm/model-endpoints/del")
     assert status == 409 and "in progress" in data["detail"]
     wait_status(standin, "del", "READY")
     assert call(standin, "DELETE", "/v1/llm/model-endpoints/del")[:2] == (200, {"deleted": True})
@@ -256,7 +257,7 @@ def test_latency_and_429_with_retry_after(standin):
     call(standin, "POST", "/_standin/faults", {"status": 429, "retry_after": 2, "count": 1,
                                                "path_prefix": "/v1/llm/model-endpoints/slow"}, user=None)
     started = time.monotonic()
-    status, _, headers = call(standin, "GET", "/v1/llm/model-endpoints/slow")
+    status, _data, headers = call(standin, "GET", "/v1/llm/model-endpoints/slow")
     assert time.monotonic() - started >= 0.5
     assert status == 429 and headers.get("Retry-After") == "2"
     call(standin, "DELETE", "/_standin/faults", user=None)
@@ -274,8 +275,8 @@ def test_failed_build_reports_update_failed_with_a_reason(standin):
 def test_completions_sync(standin):
     assert call(standin, "POST", "/v1/llm/model-endpoints", body(name="chat"))[0] == 200
     wait_status(standin, "chat", "READY")
-    status, data, _ = call(standin, "POST", "/v1/llm/completions-sync?model_endpoint_name=chat",
-                           {"prompt": "Say hello", "max_new_tokens": 4, "temperature": 0.0})
+    status, data, _headers = call(standin, "POST", "/v1/llm/completions-sync?model_endpoint_name=chat",
+                                  {"prompt": "Say hello", "max_new_tokens": 4, "temperature": 0.0})
     assert status == 200 and data["output"]["num_completion_tokens"] == 4 and data["output"]["text"]
     assert call(standin, "POST", "/v1/llm/completions-sync?model_endpoint_name=none",
                 {"prompt": "x", "max_new_tokens": 1, "temperature": 0})[0] == 404

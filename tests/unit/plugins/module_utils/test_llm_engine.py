@@ -367,8 +367,8 @@ def test_wait_until_times_out_with_the_last_state():
 
 
 def test_wait_until_returns_at_once_on_failure():
-    outcome, _, _, _ = le.wait_until(lambda: 1, lambda e: ("failed", "boom"), timeout=100,
-                                     sleep=lambda s: pytest.fail("slept"), clock=lambda: 0.0)
+    outcome = le.wait_until(lambda: 1, lambda e: ("failed", "boom"), timeout=100,
+                            sleep=lambda s: pytest.fail("slept"), clock=lambda: 0.0)[0]
     assert outcome == "failed"
 
 

@@ -84,7 +84,7 @@ def make_client(url, **kwargs):
 
 def test_sends_basic_auth_with_the_user_id_and_an_empty_password():
     with ScriptedServer([(200, {"endpoint_creation_task_id": "t1"})]) as server:
-        client, _ = make_client(server.url)
+        client, _sleeps = make_client(server.url)
         assert client.create_endpoint({"name": "x"}) == {"endpoint_creation_task_id": "t1"}
     request = server.received[0]
     assert request["method"] == "POST" and request["path"] == "/v1/llm/model-endpoints"
@@ -168,7 +168,7 @@ def test_get_endpoint_maps_404_to_none_and_hides_other_users_public_endpoints():
     theirs = {"name": "x", "spec": {"created_by": "bob"}}
     script = [(404, {"detail": "Model Endpoint x  was not found."}), (200, mine), (200, theirs), (200, theirs)]
     with ScriptedServer(script) as server:
-        client, _ = make_client(server.url)
+        client, _sleeps = make_client(server.url)
         assert client.get_endpoint("x") is None
         assert client.get_endpoint("x") == mine
         assert client.get_endpoint("x") is None
@@ -177,7 +177,7 @@ def test_get_endpoint_maps_404_to_none_and_hides_other_users_public_endpoints():
 
 def test_names_and_queries_are_encoded():
     with ScriptedServer([(200, {"model_endpoints": []}), (200, {"output": {"text": "hi"}})]) as server:
-        client, _ = make_client(server.url)
+        client, _sleeps = make_client(server.url)
         client.list_endpoints(name="a b", order_by="newest")
         client.completion_sync("my-endpoint", "hello", max_new_tokens=4)
     assert server.received[0]["path"] == "/v1/llm/model-endpoints?name=a+b&order_by=newest"
