@@ -116,6 +116,19 @@ def test_push_rerun_and_single_file_change(conn, client, bucket, model, tmp_path
     assert verify.get("failed") is not True, verify.get("msg")
     assert verify["changed"] is False and verify["bytes_read"] == sum(p.stat().st_size for p in model.iterdir())
 
+    # A file removed from the source: kept in the bucket by default, deleted with delete_extra.
+    (model / "special_tokens_map.json").unlink()
+    kept = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="models/tiny", **opts(tmp_path))
+    assert kept["deleted"] == [] and "models/tiny/special_tokens_map.json" in snapshot(client, bucket)
+    pruned = run_stage(
+        conn, mode="push", src=str(model), bucket=bucket, prefix="models/tiny", delete_extra=True, **opts(tmp_path)
+    )
+    assert pruned["changed"] is True and pruned["deleted"] == ["special_tokens_map.json"]
+    assert pruned["bytes_transferred"] == 0
+    assert "models/tiny/special_tokens_map.json" not in snapshot(client, bucket)
+    manifest = json.loads(client.get_object(Bucket=bucket, Key="models/tiny/" + MANIFEST)["Body"].read())
+    assert "special_tokens_map.json" not in manifest["files"]
+
 
 def test_check_mode_writes_nothing_and_reports_diff(conn, client, bucket, model, tmp_path):
     checked = run_stage(
