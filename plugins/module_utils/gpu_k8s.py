@@ -32,12 +32,23 @@ except ImportError:
         status = None
         reason = None
 
+try:
+    from urllib3.exceptions import HTTPError as TransportError
+except ImportError:
+    class TransportError(Exception):  # noqa: N818
+        pass
+
 # Pods that hold no GPU any more are skipped by the API server, not by us.
 ACTIVE_POD_FIELD_SELECTOR = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"
 
 
 class GpuDiscoveryApiError(Exception):
     """A Kubernetes API failure, with a message that says what to check."""
+
+
+def unreachable_message(exc, host=None):
+    return ("cannot reach the Kubernetes API%s: %s. Check the kubeconfig (kubeconfig/context options or "
+            "K8S_AUTH_KUBECONFIG) and that the API server is up" % (" at %s" % host if host else "", exc))
 
 
 def _explain(exc, what):
@@ -71,6 +82,8 @@ def _pages(list_call, what, page_size, **kwargs):
                 yield None
                 continue
             raise GpuDiscoveryApiError(_explain(exc, what)) from None
+        except TransportError as exc:
+            raise GpuDiscoveryApiError(unreachable_message(exc)) from None
         yield body.get("items") or []
         token = (body.get("metadata") or {}).get("continue")
         if not token:

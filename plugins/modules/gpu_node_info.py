@@ -351,8 +351,10 @@ from ansible_collections.llmops.serving.plugins.module_utils.gpu import (  # noq
 )
 from ansible_collections.llmops.serving.plugins.module_utils.gpu_k8s import (  # noqa: E402
     GpuDiscoveryApiError,
+    TransportError,
     list_gpu_allocations,
     list_nodes,
+    unreachable_message,
 )
 
 
@@ -382,7 +384,12 @@ def run(module):
         )
     except DiscoveryError as exc:
         module.fail_json(msg=str(exc))
-    client = get_api_client(module)
+    try:
+        client = get_api_client(module)
+    except CoreException:
+        raise
+    except TransportError as exc:  # the client's discovery requests could not reach the server
+        module.fail_json(msg=unreachable_message(exc))
     api_client = client.client.client
     try:
         nodes, node_pages = list_nodes(api_client, params["page_size"])

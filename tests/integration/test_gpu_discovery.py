@@ -492,3 +492,13 @@ def test_module_explains_rbac_refusal(tmp_path):
         run, result = run_module({}, env=api.kubeconfig(tmp_path))
         assert run["rc"] != 0
         assert "forbids listing nodes (403)" in result["msg"] and "verbs: [list]" in result["msg"]
+
+
+def test_module_explains_unreachable_api(tmp_path):
+    api = StandInApi([])
+    env = api.kubeconfig(tmp_path)
+    api.server.server_close()  # the port is closed: nothing listens there
+    run, result = run_module({}, env=env)
+    assert run["rc"] != 0
+    assert "cannot reach the Kubernetes API" in result["msg"] and "K8S_AUTH_KUBECONFIG" in result["msg"]
+    assert "Traceback" not in result["msg"]
