@@ -4,7 +4,7 @@
 """Filters of the vllm role; the logic lives in module_utils/vllm.py.
 
 Documentation of each filter is in the sidecar files vllm_plan.yml, vllm_prune_targets.yml,
-vllm_cli_args.yml and vllm_startup_probe.yml next to this file.
+vllm_cli_args.yml, vllm_startup_probe.yml and vllm_pod_problems.yml next to this file.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -42,6 +42,11 @@ def vllm_startup_probe(model_bytes, settings=None, downloads_at_start=False):
     return vllm_utils.startup_probe(size, settings or {}, bool(downloads_at_start))
 
 
+def vllm_pod_problems(pods):
+    """Why the pods of a model are not ready, one line per pod."""
+    return vllm_utils.pod_problems(pods)
+
+
 class FilterModule(object):
     def filters(self):
         return {
@@ -49,4 +54,5 @@ class FilterModule(object):
             "vllm_prune_targets": vllm_prune_targets,
             "vllm_cli_args": vllm_cli_args,
             "vllm_startup_probe": vllm_startup_probe,
+            "vllm_pod_problems": vllm_pod_problems,
         }

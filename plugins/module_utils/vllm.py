@@ -1424,6 +1424,15 @@ def _cluster_checks(report, specs, settings, cluster, prune):
                 )
             spec["runtime_class_name"] = request
 
+        priority_classes = cluster.get("priority_classes")
+        if spec["priority_class_name"] and priority_classes is not None:
+            if spec["priority_class_name"] not in priority_classes:
+                report.error(
+                    "vllm_models[%s]: PriorityClass %r does not exist (known: %s); create it or change "
+                    "priority_class_name / vllm_priority_class_name"
+                    % (name, spec["priority_class_name"], ", ".join(sorted(priority_classes)) or "none")
+                )
+
         # Secrets referenced by env.
         if secrets is not None:
             for secret in spec["secrets"]:
@@ -1766,4 +1775,53 @@ def prune_targets(existing, desired, models, prune=False, purge=False):
                 }
             )
     out.sort(key=lambda item: (item["kind"] == "PersistentVolumeClaim", item["kind"], item["metadata"]["name"]))
+    return out
+
+
+# --------------------------------------------------------------------------- rollout problems
+
+
+def pod_problems(pods):
+    """Pods of a model that did not roll out -> one line each saying why (for the role's failure)."""
+    out = []
+    for pod in pods or []:
+        metadata = pod.get("metadata") or {}
+        status = pod.get("status") or {}
+        name = metadata.get("name")
+        reasons = []
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                reasons.append("not scheduled: %s" % (condition.get("message") or condition.get("reason")))
+        for key, kind in (("initContainerStatuses", "init container"), ("containerStatuses", "container")):
+            for container in status.get(key) or []:
+                state = container.get("state") or {}
+                waiting = state.get("waiting")
+                terminated = state.get("terminated")
+                if waiting and waiting.get("reason") not in (None, "PodInitializing", "ContainerCreating"):
+                    reasons.append(
+                        "%s %s %s: %s"
+                        % (kind, container.get("name"), waiting.get("reason"), waiting.get("message") or "")
+                    )
+                elif terminated and terminated.get("exitCode", 0) != 0:
+                    reasons.append(
+                        "%s %s exited %s (%s)"
+                        % (kind, container.get("name"), terminated.get("exitCode"), terminated.get("reason") or "")
+                    )
+                elif key == "containerStatuses" and not container.get("ready") and "running" in state:
+                    reasons.append(
+                        "container %s runs but is not ready yet (startup or readiness probe on /health)"
+                        % container.get("name")
+                    )
+        if metadata.get("deletionTimestamp"):
+            reasons.append("terminating")
+        out.append(
+            "%s: %s%s"
+            % (
+                name,
+                status.get("phase", "Unknown"),
+                (" - " + "; ".join(item.strip() for item in reasons)) if reasons else "",
+            )
+        )
+    if not out:
+        out.append("no pods exist (check the ReplicaSet events: quota, admission, missing ServiceAccount)")
     return out

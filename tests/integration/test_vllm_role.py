@@ -74,7 +74,12 @@ def run_role(namespace, models, check=False, diff=False, **role_vars):
 
 
 def ok(run):
-    assert run["rc"] == 0, run["stdout"][-6000:] + run["stderr"][-3000:]
+    if run["rc"] != 0:
+        failed = [dict(task=task["task"]["name"], result=host) for play in (run["json"] or {}).get("plays", [])
+                  for task in play["tasks"] for host in task["hosts"].values() if host.get("failed")]
+        state = kubectl("get", "deployments,replicasets,pods,pvc", "-n", NS, "-o", "wide", check=False).stdout
+        raise AssertionError("role run failed: %s\n%s\n%s" % (json.dumps(failed, indent=1)[:6000], state,
+                                                              run["stderr"][-2000:]))
     return run
 
 
@@ -350,3 +355,17 @@ def _tiny_safetensors(fill=1):
     header += b" " * (-len(header) % 8)
     return len(header).to_bytes(8, "little") + header + bytes([fill]) * 64
 
+
+
+def test_a_rollout_that_cannot_finish_fails_with_the_reason(namespace):
+    """What the checks cannot foresee (here a required node affinity no node meets) ends in a clear
+    failure naming the pod and the scheduler's reason, not a bare timeout."""
+    model = {"name": "stuck", "gpu_type": "nvidia-l40", "source": {"type": "path", "path": "stuck"},
+             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                 {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["nowhere"]}]}]}}},
+             "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}
+    run = run_role(namespace, [model], vllm_wait_timeout=10)
+    assert run["rc"] != 0
+    assert "did not roll out within 10 seconds" in run["stdout"]
+    assert "stuck-" in run["stdout"] and "not scheduled" in run["stdout"]
+    kubectl("delete", "deployment", "stuck", "-n", namespace, "--ignore-not-found", check=False)

@@ -172,4 +172,4 @@ def test_filter_vllm_cli_args_returns_args_and_raises_on_bad_input():
 
 def test_filter_plugin_exposes_all_filters():
     assert set(vllm_filter.FilterModule().filters()) == {
-        "vllm_plan", "vllm_prune_targets", "vllm_cli_args", "vllm_startup_probe"}
+        "vllm_plan", "vllm_prune_targets", "vllm_cli_args", "vllm_startup_probe", "vllm_pod_problems"}

@@ -410,3 +410,9 @@ def test_runtime_class_of_the_gpu_type_wins_over_the_cluster_wide_k3s_flag():
     del types["nvidia-ampere-a100"]["runtime_class"]
     spec = vllm.plan([hf_model(gpu_type="nvidia-ampere-a100")], settings(gpu_types=types), cluster=cluster())
     assert spec["models"][0]["runtime_class_name"] == "nvidia"  # no per-type fact: k3s means nvidia
+
+
+def test_missing_priority_class_is_reported():
+    message = one_error([hf_model(priority_class_name="llm-high")], cluster(priority_classes=["system-node-critical"]))
+    assert "PriorityClass 'llm-high' does not exist" in message
+    assert errors_of([hf_model(priority_class_name="llm-high")], cluster(priority_classes=["llm-high"])) == []

@@ -52,3 +52,24 @@ def test_looped_k8s_info_results_are_understood():
                {"skipped": True, "item": {"kind": "Ingress"}}]
     assert vllm.prune_targets(listing, [], [], prune=True) == [
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "gone", "namespace": "vllm"}}]
+
+
+def test_pod_problems_explain_a_stuck_rollout():
+    pods = [
+        {"metadata": {"name": "a"}, "status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+             "message": "0/8 nodes are available: 4 Insufficient nvidia.com/gpu."}]}},
+        {"metadata": {"name": "b"}, "status": {"phase": "Pending", "initContainerStatuses": [
+            {"name": "s3-pull", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}},
+        {"metadata": {"name": "c"}, "status": {"phase": "Running", "containerStatuses": [
+            {"name": "vllm", "ready": False, "state": {"running": {}}}]}},
+        {"metadata": {"name": "d"}, "status": {"phase": "Pending", "containerStatuses": [
+            {"name": "vllm", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}]}},
+    ]
+    assert vllm.pod_problems(pods) == [
+        "a: Pending - not scheduled: 0/8 nodes are available: 4 Insufficient nvidia.com/gpu.",
+        "b: Pending - init container s3-pull exited 1 (Error)",
+        "c: Running - container vllm runs but is not ready yet (startup or readiness probe on /health)",
+        "d: Pending - container vllm ImagePullBackOff: not found",
+    ]
+    assert "no pods exist" in vllm.pod_problems([])[0]
