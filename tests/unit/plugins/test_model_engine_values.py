@@ -340,3 +340,21 @@ def test_rollout_pending():
     for item, reason in cases:
         pending = me.rollout_pending([item] + done[1:])
         assert list(pending) == ["model-engine"] and reason in pending["model-engine"], pending
+
+
+def test_filter_plugin_reports_every_error_as_one_ansible_error():
+    from ansible.errors import AnsibleFilterError
+    from ansible_collections.llmops.serving.plugins.filter.model_engine import FilterModule
+
+    filters = FilterModule().filters()
+    assert filters["model_engine_values"](inputs())["tag"] == "0.9.3"
+    with pytest.raises(AnsibleFilterError) as info:
+        filters["model_engine_values"](inputs(tag="latest"), {"imagePullSecret": []})
+    message = str(info.value)
+    assert message.startswith("model_engine: bad input:")
+    assert "model_engine_tag 'latest'" in message and "imagePullSecret (did you mean imagePullSecrets?)" in message
+    lookups = [{"item": {"namespace": "ns", "name": "db", "keys": ["database_url"], "why": ["db"]},
+                "resources": [{"data": {"database_url": "c2VjcmV0"}}]},
+               {"item": {"namespace": "ns", "name": "gone", "keys": [], "why": ["x"]}, "resources": []}]
+    problems = filters["model_engine_missing_secrets"](lookups)
+    assert problems == ["Secret ns/gone does not exist (x): create it before installing"]
