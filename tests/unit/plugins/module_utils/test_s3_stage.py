@@ -376,3 +376,25 @@ def test_upload_journal_roundtrip(tmp_path):
     assert journal.load("b", "other") is None
     journal.forget("b", "k")
     assert journal.load("b", "k") is None
+
+
+def test_tiny_model_loads_with_reference_parsers(tiny):
+    """The fixture is a real model directory: Hugging Face's own safetensors and tokenizers read it."""
+    import safetensors
+    import tokenizers
+
+    index = json.loads((tiny / st.INDEX_NAME).read_text())
+    seen = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        for name, tensor in safetensors.deserialize((tiny / shard).read_bytes()):
+            assert tensor["dtype"] in ("BF16", "bfloat16")
+            seen[name] = shard
+            count = 1
+            for dim in tensor["shape"]:
+                count *= dim
+            assert len(tensor["data"]) == 2 * count
+    assert seen == index["weight_map"]
+    tok = tokenizers.Tokenizer.from_file(str(tiny / "tokenizer.json"))
+    config = json.loads((tiny / "config.json").read_text())
+    assert tok.get_vocab_size() == config["vocab_size"]
+    assert tok.encode("tok7 tok8").ids == [7, 8]
