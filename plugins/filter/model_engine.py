@@ -14,8 +14,7 @@ from ansible_collections.llmops.serving.plugins.module_utils import model_engine
 
 def _values(inputs, extra_values=None, extra_known=None, render_record=None):
     try:
-        generated = logic.build_values(inputs)
-        return logic.finalize_values(generated, extra_values or {}, extra_known or (), render_record)
+        return logic.chart_values(inputs, extra_values or {}, extra_known or (), render_record)
     except logic.ModelEngineInputError as exc:
         errors = "\n- ".join(to_native(e) for e in exc.errors)
         raise AnsibleFilterError("model_engine: bad input:\n- " + errors) from None

@@ -711,7 +711,25 @@ def build_values(inputs):
     return values
 
 
-def finalize_values(generated, extra_values=None, extra_known=(), render_record=None):
+def chart_values(inputs, extra_values=None, extra_known=(), render_record=None):
+    """build_values + finalize_values, reporting the problems of both in one ModelEngineInputError."""
+    errors = []
+    try:
+        generated = build_values(inputs)
+    except ModelEngineInputError as exc:
+        errors = list(exc.errors)
+    if errors:
+        # the generated part only holds known keys: check the extra values on their own too, so
+        # every mistake is named in one run
+        try:
+            finalize_values({}, extra_values or {}, extra_known, None, check_required=False)
+        except ModelEngineInputError as exc:
+            errors.extend(exc.errors)
+        raise ModelEngineInputError(errors)
+    return finalize_values(generated, extra_values, extra_known, render_record)
+
+
+def finalize_values(generated, extra_values=None, extra_known=(), render_record=None, check_required=True):
     """Merge ``extra_values`` over the generated values and check the result.
 
     Raises ModelEngineInputError naming every unknown or forbidden key. ``render_record`` (how the
@@ -729,11 +747,11 @@ def finalize_values(generated, extra_values=None, extra_known=(), render_record=
         errors.append("chart value %s must not be set: it %s" % (item["path"], item["reason"]))
     launch = ((values.get("config") or {}).get("values") or {}).get("launch") or {}
     infra = ((values.get("config") or {}).get("values") or {}).get("infra") or {}
-    for key in LAUNCH_REQUIRED_KEYS:
+    for key in LAUNCH_REQUIRED_KEYS if check_required else ():
         if key not in launch:
             errors.append("config.values.launch.%s is missing: the LLM Engine server refuses to start "
                           "without it" % key)
-    for key in INFRA_REQUIRED_KEYS:
+    for key in INFRA_REQUIRED_KEYS if check_required else ():
         if infra.get(key) in (None, ""):
             errors.append("config.values.infra.%s is missing or empty: the LLM Engine server needs it" % key)
     if errors:
