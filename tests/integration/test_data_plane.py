@@ -63,6 +63,26 @@ def changed_tasks(result):
     return names
 
 
+STS_TASKS = {
+    "redis": "llmops.serving.redis : Ensure the Redis Services, StatefulSet, PodDisruptionBudget and NetworkPolicy",
+    "postgres": "llmops.serving.postgres : Ensure the Postgres Services, StatefulSet and NetworkPolicy",
+}
+
+
+def statefulset_seen_ready(result, role):
+    """readyReplicas of the StatefulSet as the role's wait returned it.
+
+    The role waits for readiness itself; reading the object again later can race with the sandbox
+    (kwok under load lets node leases lapse and the node controller then marks pods not ready).
+    """
+    for host in task_results(result, STS_TASKS[role]):
+        for item in host.get("results", []):
+            obj = item.get("result") or {}
+            if obj.get("kind") == "StatefulSet":
+                return obj.get("status", {}).get("readyReplicas")
+    raise AssertionError("no StatefulSet result in %r" % STS_TASKS[role])
+
+
 def facts(result):
     return task_results(result, FACTS_TASK)[0]["msg"]
 
@@ -132,8 +152,9 @@ def test_first_run_publishes_the_connection_facts(deployed):
 def test_statefulsets_ready_and_volumes_bound(deployed, core, apps):
     ns = deployed["namespace"]
     for name in ("redis", "postgres"):
+        assert statefulset_seen_ready(deployed["first"], name) == 1
         sts = apps.read_namespaced_stateful_set(name, ns)
-        assert sts.status.ready_replicas == 1, "%s: %s" % (name, sts.status)
+        assert sts.spec.replicas == 1 and sts.status.current_replicas == 1
         pvc = core.read_namespaced_persistent_volume_claim("data-%s-0" % name, ns)
         assert pvc.status.phase == "Bound"
         assert pvc.metadata.labels["app.kubernetes.io/instance"] == name
@@ -265,7 +286,7 @@ def test_teardown_keeps_volumes_and_secrets_then_purge_removes_them(deployed, co
     assert_ok(again)
     for name in pvc_uids:
         assert core.read_namespaced_persistent_volume_claim("data-%s-0" % name, ns).metadata.uid == pvc_uids[name]
-        assert apps.read_namespaced_stateful_set(name, ns).status.ready_replicas == 1
+        assert statefulset_seen_ready(again, name) == 1
     for name, before in deployed["secrets_after_first"].items():
         assert secret_data(core, ns, name) == before, name
 
