@@ -123,8 +123,11 @@ def wait_ready(api, run_id, count, timeout=600):
 
 
 def delete_nodes(env, selector):
-    subprocess.run([env["SANDBOX_KUBECTL"], "delete", "nodes", "-l", selector, "--wait=false"],
-                   env=process_env(), capture_output=True, text=True, check=False, timeout=600)
+    """One DELETE collection call (kubectl deletes node by node, minutes for 2,000 under load)."""
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=env["KUBECONFIG"]))
+    api.delete_collection_node(label_selector=selector, _request_timeout=600)
 
 
 # ---- measuring -------------------------------------------------------------------------------
