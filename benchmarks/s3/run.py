@@ -194,10 +194,18 @@ class Tools:
 
 
 def parts_bytes(client, bucket, prefix, shard_keys):
-    """Bytes already in the bucket under ``prefix``: finished objects plus uploaded parts. MinIO lists
-    multipart uploads only for an exact key, so the shards' keys are asked one by one."""
-    total = 0
+    """Bytes already in the bucket under ``prefix``: finished objects plus the uploaded parts of
+    shards not finished yet. MinIO lists multipart uploads only for an exact key, so the shards'
+    keys are asked one by one."""
+    objects = {}
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []) or []:
+            objects[obj["Key"]] = obj["Size"]
+    total = sum(objects.values())
     for key in shard_keys:
+        if key in objects:
+            continue
         for up in client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", []) or []:
             if up["Key"] != key:
                 continue
@@ -205,11 +213,8 @@ def parts_bytes(client, bucket, prefix, shard_keys):
                 paginator = client.get_paginator("list_parts")
                 for page in paginator.paginate(Bucket=bucket, Key=key, UploadId=up["UploadId"]):
                     total += sum(p["Size"] for p in page.get("Parts", []) or [])
-            except Exception:  # noqa: BLE001,S112 - completed since it was listed: counted as an object below
+            except Exception:  # noqa: BLE001,S112 - completed meanwhile
                 continue
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-        total += sum(o["Size"] for o in page.get("Contents", []) or [])
     return total
 
 

@@ -17,7 +17,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import base64
 import datetime
 import fnmatch
 import hashlib
@@ -462,19 +461,20 @@ def plan_pull(manifest_files, local, local_shas, delete_extra=False, local_extra
     return {"download": download, "skip": skip, "delete": delete}
 
 
-def resume_parts(expected, listed, journal_md5s):
+def resume_parts(expected, listed, journal_etags):
     """Which parts of an interrupted multipart upload can be kept.
 
     ``expected``: [(number, offset, length)]; ``listed``: number -> {size, etag} from list_parts;
-    ``journal_md5s``: number -> md5 hex recorded when we uploaded the part (with Content-MD5, so the
-    server checked it). A part is kept only when its size is right and its ETag is that MD5.
+    ``journal_etags``: number -> the ETag the server answered when it accepted our part (after checking
+    the part against the SHA-256 signed into the request). A part is kept only when the server still
+    lists that very part: same size, same ETag. Anything else is sent again.
     Returns (kept: number -> etag, missing: [(number, offset, length)]).
     """
     kept, missing = {}, []
     for number, offset, length in expected:
         part = listed.get(number)
-        md5 = journal_md5s.get(number)
-        if part is not None and md5 and part["size"] == length and part["etag"].strip('"').lower() == md5:
+        accepted = _etag(journal_etags.get(number))
+        if part is not None and accepted and part["size"] == length and _etag(part["etag"]) == accepted:
             kept[number] = part["etag"]
         else:
             missing.append((number, offset, length))
@@ -644,7 +644,7 @@ def hash_files(paths_stats, cache, workers):
 
 class UploadJournal(object):
     """Local record of our multipart uploads: which upload id holds which file content (SHA-256,
-    size, part size) and the MD5 of every part the server accepted. It is what lets a re-run trust
+    size, part size) and the ETag of every part the server accepted. It is what lets a re-run trust
     the parts an interrupted run left behind."""
 
     def __init__(self, directory):
@@ -718,8 +718,8 @@ def read_manifest(client, bucket, key):
     return parse_manifest(resp["Body"].read(), "s3://%s/%s" % (bucket, key))
 
 
-def _md5_b64(data):
-    return base64.b64encode(hashlib.md5(data).digest()).decode("ascii")  # noqa: S324 - Content-MD5 is MD5
+def _etag(value):
+    return (value or "").strip('"').lower() or None
 
 
 # --------------------------------------------------------------------------------------------
@@ -850,7 +850,7 @@ class TransferEngine(object):
                     data = handle.read()
                 if len(data) != size:
                     raise StageError("%s changed size during the push: stop writing to it and re-run" % path)
-                resp = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentMD5=_md5_b64(data),
+                resp = self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
                                               Metadata={"sha256": sha})
                 with self.lock:
                     etags[rel] = (resp.get("ETag") or "").strip('"')
@@ -886,7 +886,7 @@ class TransferEngine(object):
 
     def _start_multipart(self, key, sha, size, psize, resume):
         """(upload_id, kept parts {number: etag}, journal, ranges) for ``key``: resumes the journaled
-        upload of the same content when it still exists (keeping parts whose size and MD5 check out),
+        upload of the same content when it still exists (keeping the parts it accepted),
         aborts other leftovers for the key, else starts a new upload."""
         ranges = part_ranges(size, psize)
         journal = self.journal.load(self.bucket, key) if self.journal else None
@@ -898,9 +898,9 @@ class TransferEngine(object):
             listed = self._listed_parts(key, journal["upload_id"])
             if listed is not None:
                 upload_id = journal["upload_id"]
-                md5s = dict((int(k), v) for k, v in (journal.get("parts") or {}).items())
-                kept, _missing = resume_parts(ranges, listed, md5s)
-                journal["parts"] = dict((str(n), md5s[n]) for n in kept)
+                accepted = dict((int(k), v) for k, v in (journal.get("parts") or {}).items())
+                kept, _missing = resume_parts(ranges, listed, accepted)
+                journal["parts"] = dict((str(n), accepted[n]) for n in kept)
         for other in pending:
             if other != upload_id:
                 try:
@@ -952,14 +952,14 @@ class TransferEngine(object):
                         data = handle.read(length)
                     if len(data) != length:
                         raise StageError("%s changed size during the push: stop writing to it and re-run" % path)
-                    digest = hashlib.md5(data).digest()  # noqa: S324 - S3 part integrity is MD5
+                    # The client signs the part's SHA-256 into the request (payload signing), so the
+                    # server stores it only if the bytes arrived intact.
                     resp = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                                   PartNumber=number, Body=data,
-                                                   ContentMD5=base64.b64encode(digest).decode("ascii"))
+                                                   PartNumber=number, Body=data)
                     del data
                     with self.lock:
                         part_etags[number] = resp["ETag"]
-                        journal["parts"][str(number)] = digest.hex()
+                        journal["parts"][str(number)] = resp["ETag"]
                         self.bytes_sent += length
                         state["left"] -= 1
                         last = state["left"] == 0
@@ -1344,7 +1344,7 @@ def run_push(ctx, params):
     new_manifest = build_manifest(plan["files"], summary)
     body = json.dumps(new_manifest, indent=1, sort_keys=True).encode("utf-8")
     ctx.s3_call(bucket, "writing the manifest", ctx.client.put_object, Bucket=bucket, Key=manifest_key, Body=body,
-                ContentMD5=_md5_b64(body), ContentType="application/json")
+                ContentType="application/json")
     seconds = time.time() - transfer_started
     result.update(changed=True, files_transferred=len(items), bytes_transferred=engine.bytes_sent,
                   parts_resumed=engine.parts_resumed, bytes_resumed=engine.bytes_resumed,

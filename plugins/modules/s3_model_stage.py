@@ -22,10 +22,11 @@ description:
     size, mtime, ctime and inode, so a re-run hashes only files that changed.
   - Files and their parts move in parallel on one bounded pool. Peak buffer memory is about
     O(concurrency) times O(part_size) for pushes and O(concurrency) MiB for pulls. Every upload
-    request carries Content-MD5, so the server rejects corrupted parts.
+    request body's SHA-256 is signed into the request (SigV4 payload signing), so the server rejects
+    corrupted parts.
   - An interrupted multipart upload is resumed on the next run (with O(resume=true)) when the local
-    upload journal in O(cache_dir) shows it holds the same file content; parts whose size and MD5
-    check out are kept, missing ones are sent.
+    upload journal in O(cache_dir) shows it holds the same file content; the parts the server
+    accepted (same size and ETag as when it accepted them) are kept, the others are sent.
   - A manifest C(.llmops-manifest.json) with every file's size and SHA-256 and a model summary
     (architecture, dtype, parameter count, bytes) is written last. V(pull) and V(verify) refuse a
     prefix without a manifest matching the bucket listing, and V(pull) checks every downloaded

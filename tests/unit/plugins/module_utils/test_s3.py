@@ -19,7 +19,7 @@ def test_config_for_custom_endpoint_follows_s3_compatible_rules():
     assert kw["response_checksum_validation"] == "when_required"
     assert kw["signature_version"] == "s3v4"
     assert kw["s3"]["addressing_style"] == "path"
-    assert kw["s3"]["payload_signing_enabled"] is False
+    assert kw["s3"]["payload_signing_enabled"] is True
     assert kw["max_pool_connections"] >= 32
     assert kw["region_name"] == "us-east-1"
 
