@@ -122,12 +122,28 @@ def wait_ready(api, run_id, count, timeout=600):
     raise RuntimeError("only %d of %d benchmark nodes became Ready" % (ready, count))
 
 
-def delete_nodes(env, selector):
-    """One DELETE collection call (kubectl deletes node by node, minutes for 2,000 under load)."""
+def delete_nodes(env, selector, timeout=900):
+    """DELETE collection calls until no node matches (kubectl deletes node by node: minutes for 2,000).
+
+    On a loaded server one call can end in 504 after its 60s budget with part of the work done; it
+    is simply repeated.
+    """
     from kubernetes import client, config
 
     api = client.CoreV1Api(config.new_client_from_config(config_file=env["KUBECONFIG"]))
-    api.delete_collection_node(label_selector=selector, _request_timeout=600)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            api.delete_collection_node(label_selector=selector, _request_timeout=120)
+        except client.ApiException as exc:
+            if exc.status not in (500, 503, 504):
+                raise
+        left = api.list_node(label_selector=selector, limit=1)
+        if not left.items:
+            return
+        time.sleep(2)
+    raise RuntimeError("benchmark nodes (%s) still present after %ss: delete them with kubectl delete nodes -l %s"
+                       % (selector, timeout, selector))
 
 
 # ---- measuring -------------------------------------------------------------------------------
