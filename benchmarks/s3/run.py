@@ -327,61 +327,67 @@ def main():
                 if keys:
                     client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
-        if "ours" in tools_wanted:
-            cache = os.path.join(workdir, "ours-cache")
+        # Phase by phase, every tool back to back, so that load from other processes on the machine
+        # hits all tools of a phase alike.
+        cache = os.path.join(workdir, "ours-cache")
+        order = [t for t in ("s5cmd", "ours", "aws", "s3_sync") if t in tools_wanted]
+        prefixes = {"ours": "ours", "s5cmd": "s5cmd", "aws": "aws", "s3_sync": "s3sync"}
+        for tool in order:  # push into an empty prefix
             drop_caches()
-            seconds, result = tools.ours("push", "ours", data, cache)
-            measure("ours", "push", seconds, total, "module %.2f s, transfer %.1f MiB/s"
-                    % (result.get("seconds", 0), result.get("throughput_mib_s", 0)), result.get("seconds"))
-            seconds, result = tools.ours("push", "ours", data, cache)
-            assert result.get("changed") is False, result
-            measure("ours", "no-op", seconds, 0, "module %.2f s; hash cache warm" % result.get("seconds", 0),
-                    result.get("seconds"))
-            seconds, result = tools.ours("push", "ours", data, os.path.join(workdir, "ours-cold-cache"))
-            measure("ours", "no-op, cold hash cache", seconds, 0, "module %.2f s; re-hashes every file"
-                    % result.get("seconds", 0))
-            dest = pull_dir("ours")
+            if tool == "ours":
+                seconds, result = tools.ours("push", "ours", data, cache)
+                measure("ours", "push", seconds, total, "module %.2f s, transfer %.1f MiB/s"
+                        % (result.get("seconds", 0), result.get("throughput_mib_s", 0)), result.get("seconds"))
+            elif tool == "s5cmd":
+                measure("s5cmd", "push", tools.s5cmd("cp", data + "/", tools.s3url("s5cmd")), total, "`s5cmd cp`")
+            elif tool == "aws":
+                measure("aws-cli", "push", tools.aws("sync", "--only-show-errors", data, tools.s3url("aws")), total,
+                        "`aws s3 sync`")
+            else:
+                measure("s3_sync", "push", tools.s3_sync("s3sync", data), total, "community.aws.s3_sync")
+        for tool in order:  # no-op re-run
+            if tool == "ours":
+                seconds, result = tools.ours("push", "ours", data, cache)
+                assert result.get("changed") is False, result
+                measure("ours", "no-op", seconds, 0, "module %.2f s; hash cache warm" % result.get("seconds", 0),
+                        result.get("seconds"))
+                seconds, result = tools.ours("push", "ours", data, os.path.join(workdir, "ours-cold-cache"))
+                measure("ours", "no-op, cold hash cache", seconds, 0, "module %.2f s; re-hashes every file"
+                        % result.get("seconds", 0))
+            elif tool == "s5cmd":
+                measure("s5cmd", "no-op", tools.s5cmd("sync", data + "/", tools.s3url("s5cmd")), 0, "`s5cmd sync`")
+            elif tool == "aws":
+                measure("aws-cli", "no-op", tools.aws("sync", "--only-show-errors", data, tools.s3url("aws")), 0,
+                        "size+mtime only")
+            else:
+                measure("s3_sync", "no-op", tools.s3_sync("s3sync", data), 0)
+        for tool in order:  # pull into an empty directory
+            dest = pull_dir(tool)
             drop_caches()
-            seconds, result = tools.ours("pull", "ours", dest, os.path.join(workdir, "ours-pull-cache"))
-            assert tree_sha(dest) == want, "ours: pulled tree differs"
-            measure("ours", "pull", seconds, total, "module %.2f s, SHA-256 verified; transfer %.1f MiB/s"
-                    % (result.get("seconds", 0), result.get("throughput_mib_s", 0)), result.get("seconds"))
+            if tool == "ours":
+                seconds, result = tools.ours("pull", "ours", dest, os.path.join(workdir, "ours-pull-cache"))
+                measure("ours", "pull", seconds, total, "module %.2f s, SHA-256 verified; transfer %.1f MiB/s"
+                        % (result.get("seconds", 0), result.get("throughput_mib_s", 0)), result.get("seconds"))
+            elif tool == "s5cmd":
+                measure("s5cmd", "pull", tools.s5cmd("cp", tools.s3url("s5cmd") + "*", dest + "/"), total,
+                        "not verified")
+            elif tool == "aws":
+                measure("aws-cli", "pull", tools.aws("sync", "--only-show-errors", tools.s3url("aws"), dest), total,
+                        "not verified")
+            else:
+                rows.append(("s3_sync", "pull", None, None, "no pull mode", None))
+                continue
+            assert tree_sha(dest) == want, "%s: pulled tree differs" % tool
             shutil.rmtree(dest)
-            clean_prefix("ours")
+        for tool in order:
+            clean_prefix(prefixes[tool])
+        if "ours" in tools_wanted:
             resume = bench_resume(tools, client, data, total, os.path.join(workdir, "resume-cache"))
             measure("ours", "resume", resume["seconds"], resume["resent"],
                     "module %.2f s; killed with %.0f%% of the bytes landed; re-sent %.1f%%, kept %.1f%% in "
                     "resumed parts" % (resume["module_seconds"], 100.0 * resume["landed_at_kill"] / total,
                                        100.0 * resume["resent_fraction"], 100.0 * resume["resumed"] / total))
             clean_prefix("resume")
-        if "s5cmd" in tools_wanted:
-            drop_caches()
-            measure("s5cmd", "push", tools.s5cmd("cp", data + "/", tools.s3url("s5cmd")), total)
-            measure("s5cmd", "no-op", tools.s5cmd("sync", data + "/", tools.s3url("s5cmd")), 0, "`s5cmd sync`")
-            dest = pull_dir("s5cmd")
-            drop_caches()
-            measure("s5cmd", "pull", tools.s5cmd("cp", tools.s3url("s5cmd") + "*", dest + "/"), total, "not verified")
-            assert tree_sha(dest) == want, "s5cmd: pulled tree differs"
-            shutil.rmtree(dest)
-            clean_prefix("s5cmd")
-        if "aws" in tools_wanted:
-            drop_caches()
-            measure("aws-cli", "push", tools.aws("sync", "--only-show-errors", data, tools.s3url("aws")), total)
-            measure("aws-cli", "no-op", tools.aws("sync", "--only-show-errors", data, tools.s3url("aws")), 0,
-                    "size+mtime only")
-            dest = pull_dir("aws")
-            drop_caches()
-            measure("aws-cli", "pull", tools.aws("sync", "--only-show-errors", tools.s3url("aws"), dest), total,
-                    "not verified")
-            assert tree_sha(dest) == want, "aws: pulled tree differs"
-            shutil.rmtree(dest)
-            clean_prefix("aws")
-        if "s3_sync" in tools_wanted:
-            drop_caches()
-            measure("s3_sync", "push", tools.s3_sync("s3sync", data), total)
-            measure("s3_sync", "no-op", tools.s3_sync("s3sync", data), 0)
-            rows.append(("s3_sync", "pull", None, None, "no pull mode", None))
-            clean_prefix("s3sync")
         delete_bucket(client, bucket)
         write_results(args, rows, notes, where, total, count)
     finally:
