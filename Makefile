@@ -59,6 +59,7 @@ lint: deps-python collection-link  ## yamllint, ruff, ansible-lint --profile pro
 	ruff check .
 	pycodestyle --max-line-length 160 --ignore E402,W503,W504,E741,E203,E701,E704 --exclude .venv,.collections,.sandbox,build .
 	ansible-lint --profile production
+	antsibull-changelog lint
 
 sanity: deps-python  ## ansible-test sanity in a temporary ansible_collections tree
 	bash tests/scripts/sanity.sh
