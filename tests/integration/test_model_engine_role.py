@@ -99,7 +99,7 @@ def role_vars(platform, **overrides):
         "model_engine_s3_endpoint_url": "http://minio.storage:9000",
         "model_engine_s3_credentials_secret": "llm-engine-s3",
         "model_engine_resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
-        "model_engine_wait_timeout": 240,
+        "model_engine_wait_timeout": 480,  # the sandbox is shared and often busy
         "model_engine_work_dir": "/tmp/llmops-it-model-engine-" + platform["cp"],
         "redis_connection": {"host": "redis.%s.svc" % platform["cp"], "port": 6379, "tls": False,
                              "password_secret_name": "redis-auth", "password_secret_key": "password",
@@ -171,7 +171,10 @@ def task_results(result, name):
 
 
 def failure_text(result):
-    return result["stdout"] + result["stderr"]
+    """The run's output, then the pods of the test namespaces (why a rollout did not finish)."""
+    pods = kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
+    pods = "\n".join(line for line in pods.splitlines() if line.startswith(("NAMESPACE", "it-me-")))
+    return result["stdout"] + result["stderr"] + "\n--- pods:\n" + pods
 
 
 def changed_tasks(result):
@@ -188,7 +191,7 @@ def test_lifecycle_install_idempotence_rbac_check_mode_upgrade_rollback(platform
 
     # --- install
     first = run(platform)
-    assert first["rc"] == 0, failure_text(first)[-4000:]
+    assert first["rc"] == 0, failure_text(first)[-6000:]
     assert [r["revision"] for r in history(platform)] == [1]
     for name in DEPLOYMENTS:
         deployment = kubectl_json("get", "deployment", name, "-n", cp)
@@ -229,7 +232,7 @@ def test_lifecycle_install_idempotence_rbac_check_mode_upgrade_rollback(platform
 
     # --- second run: nothing changes
     second = run(platform)
-    assert second["rc"] == 0, failure_text(second)[-4000:]
+    assert second["rc"] == 0, failure_text(second)[-6000:]
     assert changed_tasks(second) == []
     assert [r["revision"] for r in history(platform)] == [1]
 
