@@ -9,6 +9,7 @@ and only one release can exist at a time; the other tests stop before installing
 import base64
 import json
 import os
+import shutil
 import subprocess
 import uuid
 
@@ -82,6 +83,11 @@ def platform(sandbox_env):
     yield {"cp": cp, "ep": ep, "helm": sandbox_env["SANDBOX_HELM"], "kubeconfig": sandbox_env["KUBECONFIG"]}
     _cleanup_release(cp)
     kubectl("delete", "namespace", cp, ep, "--wait=false", "--ignore-not-found", check=False)
+    shutil.rmtree(work_dir(cp), ignore_errors=True)
+
+
+def work_dir(namespace):
+    return "/tmp/llmops-it-model-engine-" + namespace
 
 
 def role_vars(platform, **overrides):
@@ -100,7 +106,7 @@ def role_vars(platform, **overrides):
         "model_engine_s3_credentials_secret": "llm-engine-s3",
         "model_engine_resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
         "model_engine_wait_timeout": 480,  # the sandbox is shared and often busy
-        "model_engine_work_dir": "/tmp/llmops-it-model-engine-" + platform["cp"],
+        "model_engine_work_dir": work_dir(platform["cp"]),
         "redis_connection": {"host": "redis.%s.svc" % platform["cp"], "port": 6379, "tls": False,
                              "password_secret_name": "redis-auth", "password_secret_key": "password",
                              "namespace": platform["cp"], "url_scheme": "redis"},
