@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Run every benchmark under benchmarks/*/run.py and regenerate benchmarks/README.md.
 
 Each benchmark writes its own table to benchmarks/<name>/RESULTS.md (ratios against an anchor
@@ -57,7 +57,7 @@ def main(argv):
         lines += ["", "## %s" % name, "", body]
     with open(os.path.join(HERE, "README.md"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
-    return 1 if any(rc for _, rc, _ in runs) else 0
+    return 1 if any(run[1] for run in runs) else 0
 
 
 if __name__ == "__main__":

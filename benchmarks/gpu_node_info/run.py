@@ -57,7 +57,7 @@ GOAL_RATIO = 1.5
 # ---- nodes -----------------------------------------------------------------------------------
 def node_templates():
     with open(os.path.join(REPO, "tests", "sandbox", "nodes.yaml"), encoding="utf-8") as handle:
-        return [d for d in yaml.safe_load_all(handle) if d]
+        return yaml.safe_load(handle)["items"]
 
 
 def bench_node(template, name, run_id):

@@ -57,7 +57,7 @@ LABELED = dict((name, types[0]) for name, (types, _s, _m) in EXPECTED.items() if
 
 def _truth():
     with open(NODES_FILE, encoding="utf-8") as handle:
-        return dict((d["metadata"]["name"], d) for d in yaml.safe_load_all(handle) if d)
+        return dict((d["metadata"]["name"], d) for d in yaml.safe_load(handle)["items"])
 
 
 def _bytes(quantity):

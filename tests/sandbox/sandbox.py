@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """The local sandbox cluster: a real Kubernetes control plane and MinIO as plain processes.
 
     sandbox.py up        build (once) and start everything; idempotent
@@ -14,6 +14,7 @@ gateway stand-in when present. Nothing runs in containers: no kubelet, no contai
 
 import argparse
 import datetime
+import glob
 import ipaddress
 import json
 import os
@@ -353,7 +354,7 @@ def component_cmds(sb, bins):
             "--leader-elect=false", "--profiling=false", "--v=1"],
         "kwok": [
             bins["kwok"], "--kubeconfig=" + sb.path("kwok.kubeconfig"),
-            "--config=" + os.path.join(HERE, "kwok-stages.yaml"),
+            "--config=" + ",".join(sorted(glob.glob(os.path.join(HERE, "kwok-stages", "*.yaml")))),
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--cidr=" + POD_CIDR, "--node-ip=10.255.0.1",
             "--server-address=127.0.0.1:%d" % p("kwok"), "--node-lease-duration-seconds=40"],
@@ -439,7 +440,7 @@ def wait_cluster_ready(sb, bins):
     import yaml
 
     with open(os.path.join(HERE, "nodes.yaml"), encoding="utf-8") as handle:
-        names = [doc["metadata"]["name"] for doc in yaml.safe_load_all(handle) if doc]
+        names = [doc["metadata"]["name"] for doc in yaml.safe_load(handle)["items"]]
 
     def nodes_ready():
         out = json.loads(kubectl(sb, bins, "get", "nodes", "-o", "json").stdout)

@@ -78,7 +78,7 @@ def pods_of(api, namespace, app):
 
 def test_nodes_match_fixture(api):
     with open(os.path.join(REPO_ROOT, "tests", "sandbox", "nodes.yaml"), encoding="utf-8") as handle:
-        expected = {d["metadata"]["name"]: d for d in yaml.safe_load_all(handle) if d}
+        expected = {d["metadata"]["name"]: d for d in yaml.safe_load(handle)["items"]}
     nodes = {n.metadata.name: n for n in api.list_node().items}
     assert set(expected) <= set(nodes)
     for name, doc in expected.items():

@@ -11,7 +11,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.p
 
 def sandbox_nodes():
     with open(os.path.join(REPO_ROOT, "tests", "sandbox", "nodes.yaml"), encoding="utf-8") as handle:
-        return [doc for doc in yaml.safe_load_all(handle) if doc]
+        return yaml.safe_load(handle)["items"]
 
 
 GIB = 1024 ** 3
