@@ -26,7 +26,7 @@ import struct
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from ansible_collections.llmops.serving.plugins.module_utils.s3 import (
     ClientError,
@@ -407,6 +407,20 @@ def needs_head(rel, obj, local_size, manifest):
     return remote_sha256(rel, obj, manifest) is None
 
 
+def push_reason(info, obj, known_sha):
+    """Why a local file (``info``: size, sha256) must be uploaded over ``obj`` (listing entry or None)
+    whose SHA-256 we know to be ``known_sha`` (or None); None when it is already there."""
+    if obj is None:
+        return "new"
+    if obj["size"] != info["size"]:
+        return "size changed (%d -> %d bytes)" % (obj["size"], info["size"])
+    if known_sha is None:
+        return "content unknown (no manifest entry or sha256 metadata)"
+    if known_sha != info["sha256"]:
+        return "content changed (sha256 differs)"
+    return None
+
+
 def plan_push(local, remote, manifest, delete_extra=False, include=None, exclude=None, head_shas=None):
     """Decide what a push does.
 
@@ -422,17 +436,9 @@ def plan_push(local, remote, manifest, delete_extra=False, include=None, exclude
         info = local[rel]
         obj = remote.get(rel)
         files[rel] = {"size": info["size"], "sha256": info["sha256"], "etag": None}
-        if obj is None:
-            upload.append((rel, "new"))
-            continue
-        if obj["size"] != info["size"]:
-            upload.append((rel, "size changed (%d -> %d bytes)" % (obj["size"], info["size"])))
-            continue
-        known = remote_sha256(rel, obj, manifest, head_shas.get(rel))
-        if known is None:
-            upload.append((rel, "content unknown (no manifest entry or sha256 metadata)"))
-        elif known != info["sha256"]:
-            upload.append((rel, "content changed (sha256 differs)"))
+        reason = push_reason(info, obj, remote_sha256(rel, obj, manifest, head_shas.get(rel)))
+        if reason:
+            upload.append((rel, reason))
         else:
             skip.append(rel)
             files[rel]["etag"] = obj.get("etag")
@@ -642,6 +648,24 @@ def hash_files(paths_stats, cache, workers):
     return results
 
 
+def hash_files_iter(paths_stats, cache, workers):
+    """Yield (relpath, sha256) as hashes complete, largest files first, in ``workers`` threads."""
+    items = sorted(paths_stats.items(), key=lambda kv: (-kv[1][1].st_size, kv[0]))
+    if not items:
+        return
+    workers = max(1, min(workers, os.cpu_count() or 1, len(items)))
+    pool = ThreadPoolExecutor(max_workers=workers)
+    futures = {}
+    try:
+        futures = dict((pool.submit(cache.hash, path, st), rel) for rel, (path, st) in items)
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+    finally:
+        for fut in futures:
+            fut.cancel()
+        pool.shutdown(wait=True)
+
+
 class UploadJournal(object):
     """Local record of our multipart uploads: which upload id holds which file content (SHA-256,
     size, part size) and the ETag of every part the server accepted. It is what lets a re-run trust
@@ -830,17 +854,44 @@ class TransferEngine(object):
     # ---- uploads ------------------------------------------------------------------------------
     def upload(self, items, prefix, resume=True):
         """Upload ``items`` [(relpath, abs path, size, sha256)]; return relpath -> etag."""
-        etags = {}
-        tasks = []
-        for rel, path, size, sha in items:
-            key = object_key(prefix, rel)
-            psize = part_size_for(size, self.part_size)
-            if not uses_multipart(size, psize):
-                tasks.append(self._put_task(rel, key, path, size, sha, etags))
-                continue
-            tasks.extend(self._multipart_tasks(rel, key, path, size, sha, psize, etags, resume))
-        self._run(tasks)
-        return etags
+        self.start_uploads(prefix, resume)
+        try:
+            for item in items:
+                self.submit_upload(*item)
+        except StageError:
+            pass  # already recorded and cancelling: finish_uploads raises it once in-flight parts stop
+        return self.finish_uploads()
+
+    def start_uploads(self, prefix, resume=True):
+        """Open the pool for ``submit_upload`` calls made while planning continues (pipelining:
+        files start moving as soon as their hash says they must)."""
+        self.upload_prefix = prefix
+        self.upload_resume = resume
+        self.etags = {}
+        self.pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        self.futures = []
+
+    def submit_upload(self, rel, path, size, sha):
+        if self.cancel.is_set():
+            return
+        key = object_key(self.upload_prefix, rel)
+        psize = part_size_for(size, self.part_size)
+        if not uses_multipart(size, psize):
+            tasks = [self._put_task(rel, key, path, size, sha, self.etags)]
+        else:
+            tasks = self._multipart_tasks(rel, key, path, size, sha, psize, self.etags, self.upload_resume)
+        self.futures.extend(self.pool.submit(task) for task in tasks)
+
+    def finish_uploads(self):
+        """Wait for every submitted upload; return relpath -> etag or raise the first failure."""
+        try:
+            for fut in self.futures:
+                fut.result()
+        finally:
+            self.pool.shutdown(wait=True)
+        if self.errors:
+            raise StageError(self.errors[0], errors=self.errors)
+        return self.etags
 
     def _put_task(self, rel, key, path, size, sha, etags):
         def task():
@@ -1267,91 +1318,144 @@ def run_push(ctx, params):
 
     bucket_exists, remote, manifest, _modified = _load_remote(ctx, bucket, prefix, params.get("create_bucket"))
 
-    cache = ctx.hash_cache()
+    sizes = dict((rel, st.st_size) for rel, st in stats.items())
     paths = dict((rel, (os.path.join(os.path.abspath(src), *rel.split("/")), st)) for rel, st in stats.items())
-    shas = hash_files(paths, cache, params["concurrency"])
-    local = dict((rel, {"size": st.st_size, "sha256": shas[rel]}) for rel, st in stats.items())
-
     # Objects the manifest does not vouch for (e.g. a push interrupted before its manifest) but of the
     # right size: their sha256 metadata decides. In a normal run this makes no request.
-    head_shas = _head_shas(ctx, bucket, prefix, [rel for rel in sorted(local) if needs_head(
-        rel, remote.get(rel), local[rel]["size"], manifest)], params["concurrency"])
-    plan = plan_push(local, remote, manifest, params.get("delete_extra"), include, exclude, head_shas)
-    summary = summarize_model(config, dict((r, i["size"]) for r, i in local.items()), parameters)
+    head_shas = _head_shas(ctx, bucket, prefix, [rel for rel in sorted(sizes) if needs_head(
+        rel, remote.get(rel), sizes[rel], manifest)], params["concurrency"])
 
-    result.update(summary=summary, files_total=len(local), bytes_total=sum(i["size"] for i in local.values()),
+    # Hash (cached) and upload as a pipeline: a file starts moving as soon as its SHA-256 says it must,
+    # while the next files are still being hashed.
+    cache = ctx.hash_cache()
+    writer = None if ctx.check_mode else _PushWriter(ctx, params, bucket, prefix, bucket_exists, manifest)
+    local = {}
+    try:
+        for rel, sha in hash_files_iter(paths, cache, params["concurrency"]):
+            local[rel] = {"size": sizes[rel], "sha256": sha}
+            obj = remote.get(rel)
+            if writer and push_reason(local[rel], obj, remote_sha256(rel, obj, manifest, head_shas.get(rel))):
+                writer.upload(rel, paths[rel][0], local[rel])
+    except BaseException:
+        if writer:
+            writer.abort()
+        raise
+    finally:
+        cache.save()
+    plan = plan_push(local, remote, manifest, params.get("delete_extra"), include, exclude, head_shas)
+    summary = summarize_model(config, sizes, parameters)
+
+    result.update(summary=summary, files_total=len(local), bytes_total=sum(sizes.values()),
                   files_skipped=len(plan["skip"]))
     result["plan"] = {"upload": [{"path": r, "reason": why} for r, why in plan["upload"]],
                       "delete": plan["delete"], "skip": len(plan["skip"])}
-    upload_bytes = sum(local[r]["size"] for r, _why in plan["upload"])
-    before_files = dict((r, {"size": o["size"], "sha256": remote_sha256(r, o, manifest, head_shas.get(r))})
-                        for r, o in remote.items())
+    upload_bytes = sum(sizes[r] for r, _why in plan["upload"])
     if ctx.diff:
+        before_files = dict((r, {"size": o["size"], "sha256": remote_sha256(r, o, manifest, head_shas.get(r))})
+                            for r, o in remote.items())
         result["diff"] = render_diff(before_files, local)
 
-    # What the manifest would say if nothing needed uploading: unchanged manifest -> no write.
+    # Nothing to upload or delete and the manifest would say the same: no write at all.
     needs_write = bool(plan["upload"] or plan["delete"] or not bucket_exists)
     if not needs_write:
-        candidate = build_manifest(plan["files"], summary)
-        needs_write = manifest_content(candidate) != manifest_content(manifest)
+        needs_write = manifest_content(build_manifest(plan["files"], summary)) != manifest_content(manifest)
     if ctx.check_mode:
         result.update(changed=needs_write, files_transferred=len(plan["upload"]), bytes_transferred=upload_bytes,
                       files_deleted=len(plan["delete"]), transferred=[r for r, _why in plan["upload"]],
                       deleted=plan["delete"], bucket_created=not bucket_exists, manifest_written=needs_write)
-        cache.save()
         return result
-    cache.save()
     if not needs_write:
         result["seconds"] = round(time.time() - started, 3)
         return result
 
-    if not bucket_exists:
-        kwargs = {"Bucket": bucket}
-        region = params.get("region")
-        if region and region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-        ctx.s3_call(bucket, "creating the bucket", ctx.client.create_bucket, **kwargs)
-        result["bucket_created"] = True
-
-    manifest_key = object_key(prefix, MANIFEST_NAME)
-    if manifest is not None and (plan["upload"] or plan["delete"]):
-        # Readers must not trust the old manifest while objects under it change.
-        ctx.s3_call(bucket, "removing the old manifest", ctx.client.delete_object, Bucket=bucket, Key=manifest_key)
-
-    engine = TransferEngine(ctx.client, bucket, params["concurrency"], params["part_size"], ctx.endpoint_url,
-                            ctx.journal())
-    transfer_started = time.time()
-    items = [(rel, paths[rel][0], local[rel]["size"], local[rel]["sha256"]) for rel, _why in plan["upload"]]
-    try:
-        etags = engine.upload(items, prefix, resume=params.get("resume", True))
-    except StageError:
-        result_partial = engine.bytes_sent
-        if not params.get("resume", True):
-            engine.abort_open_uploads()
-        raise StageError(
-            "%s (%d bytes were sent before the failure; %s)" % (
-                engine.errors[0] if engine.errors else "upload failed", result_partial,
-                "re-run to resume" if params.get("resume", True) else "incomplete uploads were aborted"),
-            errors=engine.errors) from None
+    writer.begin()
+    etags = writer.finish()
     for rel, etag in etags.items():
         plan["files"][rel]["etag"] = etag
-        # The object now holds the local file: keep the local hash cached for the next run.
     deleted = []
     for rel in plan["delete"]:
         key = object_key(prefix, rel)
         ctx.s3_call(bucket, "deleting %s" % key, ctx.client.delete_object, Bucket=bucket, Key=key)
         deleted.append(rel)
-    new_manifest = build_manifest(plan["files"], summary)
-    body = json.dumps(new_manifest, indent=1, sort_keys=True).encode("utf-8")
-    ctx.s3_call(bucket, "writing the manifest", ctx.client.put_object, Bucket=bucket, Key=manifest_key, Body=body,
-                ContentType="application/json")
-    seconds = time.time() - transfer_started
-    result.update(changed=True, files_transferred=len(items), bytes_transferred=engine.bytes_sent,
+    body = json.dumps(build_manifest(plan["files"], summary), indent=1, sort_keys=True).encode("utf-8")
+    ctx.s3_call(bucket, "writing the manifest", ctx.client.put_object, Bucket=bucket,
+                Key=object_key(prefix, MANIFEST_NAME), Body=body, ContentType="application/json")
+    engine = writer.engine
+    seconds = time.time() - writer.started_at
+    result.update(changed=True, files_transferred=len(plan["upload"]), bytes_transferred=engine.bytes_sent,
                   parts_resumed=engine.parts_resumed, bytes_resumed=engine.bytes_resumed,
                   files_deleted=len(deleted), transferred=[r for r, _why in plan["upload"]], deleted=deleted,
-                  manifest_written=True, throughput_mib_s=mib_per_second(engine.bytes_sent, seconds))
+                  bucket_created=writer.bucket_created, manifest_written=True,
+                  throughput_mib_s=mib_per_second(engine.bytes_sent, seconds))
     result["seconds"] = round(time.time() - started, 3)
     return result
+
+
+class _PushWriter(object):
+    """The writing side of a push: on the first write it creates the bucket if needed and removes the
+    old manifest (readers must not trust it while objects under it change), then feeds uploads to
+    the transfer engine as the planner decides them."""
+
+    def __init__(self, ctx, params, bucket, prefix, bucket_exists, manifest):
+        self.ctx = ctx
+        self.params = params
+        self.bucket = bucket
+        self.prefix = prefix
+        self.bucket_exists = bucket_exists
+        self.manifest = manifest
+        self.resume = params.get("resume", True)
+        self.engine = TransferEngine(ctx.client, bucket, params["concurrency"], params["part_size"],
+                                     ctx.endpoint_url, ctx.journal())
+        self.started_at = None
+        self.bucket_created = False
+
+    def begin(self):
+        if self.started_at is not None:
+            return
+        self.started_at = time.time()
+        if not self.bucket_exists:
+            kwargs = {"Bucket": self.bucket}
+            region = self.params.get("region")
+            if region and region != "us-east-1":
+                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            self.ctx.s3_call(self.bucket, "creating the bucket", self.ctx.client.create_bucket, **kwargs)
+            self.bucket_created = True
+        if self.manifest is not None:
+            self.ctx.s3_call(self.bucket, "removing the old manifest", self.ctx.client.delete_object,
+                             Bucket=self.bucket, Key=object_key(self.prefix, MANIFEST_NAME))
+        self.engine.start_uploads(self.prefix, self.resume)
+
+    def upload(self, rel, path, info):
+        self.begin()
+        try:
+            self.engine.submit_upload(rel, path, info["size"], info["sha256"])
+        except StageError:
+            pass  # recorded by the engine, which is cancelling; finish() reports it
+
+    def finish(self):
+        """relpath -> etag of the uploads, or a StageError saying how far it got."""
+        try:
+            return self.engine.finish_uploads()
+        except StageError:
+            if not self.resume:
+                self.engine.abort_open_uploads()
+            raise StageError(
+                "%s (%d bytes were sent before the failure; %s)" % (
+                    self.engine.errors[0] if self.engine.errors else "upload failed", self.engine.bytes_sent,
+                    "re-run to resume" if self.resume else "incomplete uploads were aborted"),
+                errors=self.engine.errors) from None
+
+    def abort(self):
+        """Stop after a planning failure: cancel queued parts, wait for those in flight."""
+        if self.started_at is None:
+            return
+        self.engine.cancel.set()
+        try:
+            self.engine.finish_uploads()
+        except StageError:
+            pass
+        if not self.resume:
+            self.engine.abort_open_uploads()
 
 
 def _head_shas(ctx, bucket, prefix, rels, concurrency):
