@@ -826,6 +826,9 @@ class TransferEngine(object):
         self.parts_resumed = 0
         self.errors = []
         self.open_uploads = {}
+        self.pool = None
+        self.futures = []
+        self.etags = {}
 
     # ---- errors -------------------------------------------------------------------------------
     def _fail(self, exc, action):
@@ -888,7 +891,8 @@ class TransferEngine(object):
             for fut in self.futures:
                 fut.result()
         finally:
-            self.pool.shutdown(wait=True)
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
         if self.errors:
             raise StageError(self.errors[0], errors=self.errors)
         return self.etags

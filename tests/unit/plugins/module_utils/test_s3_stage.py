@@ -260,6 +260,28 @@ def test_plan_push_skips_by_size_and_sha_never_by_etag():
     assert "content unknown" in reasons["rewritten"]
 
 
+def test_push_reason():
+    info = {"size": 5, "sha256": sha("a")}
+    assert st.push_reason(info, None, None) == "new"
+    assert st.push_reason(info, {"size": 4}, sha("a")).startswith("size changed")
+    assert st.push_reason(info, {"size": 5}, None).startswith("content unknown")
+    assert st.push_reason(info, {"size": 5}, sha("b")) == "content changed (sha256 differs)"
+    assert st.push_reason(info, {"size": 5}, sha("a")) is None
+
+
+def test_hash_files_iter_yields_every_file_largest_first(tmp_path):
+    stats = {}
+    for i, size in enumerate((10, 5000, 300)):
+        p = tmp_path / ("f%d" % i)
+        p.write_bytes(os.urandom(size))
+        stats["f%d" % i] = (str(p), os.stat(p))
+    got = list(st.hash_files_iter(stats, st.HashCache(None), workers=1))
+    assert [rel for rel, _sha in got] == ["f1", "f2", "f0"]
+    for rel, digest in got:
+        with open(stats[rel][0], "rb") as handle:
+            assert digest == hashlib.sha256(handle.read()).hexdigest()
+
+
 def test_plan_push_uses_object_metadata_when_no_manifest():
     local = {"a": {"size": 5, "sha256": sha("a")}, "b": {"size": 5, "sha256": sha("b")}}
     remote = {"a": {"size": 5, "etag": "x"}, "b": {"size": 5, "etag": "y"}}
