@@ -57,7 +57,7 @@ sandbox-status:  ## what runs, and the cluster's nodes
 lint: deps-python collection-link  ## yamllint, ruff, ansible-lint --profile production
 	yamllint --strict .
 	ruff check .
-	pycodestyle --max-line-length 160 --ignore E402,W503,W504,E741,E203,E701,E704 --exclude .venv,.collections,.sandbox,build .
+	pycodestyle --max-line-length 160 --ignore E402,W503,W504,E741,E203,E701,E704 --exclude .venv,.collections,.sandbox,build,.ansible .
 	ansible-lint --profile production
 	antsibull-changelog lint
 
