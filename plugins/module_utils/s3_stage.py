@@ -750,6 +750,19 @@ def _etag(value):
 # Transfers
 # --------------------------------------------------------------------------------------------
 
+def interleave(lists):
+    """Round-robin merge: first item of each list, then the second of each, ... Spreading parallel
+    downloads over several files keeps writers off a single inode's lock and lets several files
+    be hashed at once."""
+    merged = []
+    longest = max([len(items) for items in lists] or [0])
+    for position in range(longest):
+        for items in lists:
+            if position < len(items):
+                merged.append(items[position])
+    return merged
+
+
 class _CancelledError(Exception):
     pass
 
@@ -1068,9 +1081,9 @@ class TransferEngine(object):
                 record = {"rel": rel, "key": object_key(prefix, rel), "size": size, "sha": sha, "etag": etag,
                           "fd": fd, "tmp": tmp, "final": final, "hasher": hasher}
                 files.append(record)
-                for index, (_number, offset, length) in enumerate(ranges):
-                    tasks.append(self._get_task(record, index, offset, length, whole=len(ranges) == 1))
-            self._run(tasks)
+                tasks.append([self._get_task(record, index, offset, length, whole=len(ranges) == 1)
+                              for index, (_number, offset, length) in enumerate(ranges)])
+            self._run(interleave(tasks))
             done = {}
             for record in files:
                 hasher = record["hasher"]

@@ -323,6 +323,11 @@ def test_resume_keeps_only_the_parts_the_server_accepted():
     assert kept == {} and len(missing) == 4
 
 
+def test_interleave_spreads_parts_over_files():
+    assert st.interleave([[1, 2, 3], ["a"], [10, 20]]) == [1, "a", 10, 2, 20, 3]
+    assert st.interleave([]) == []
+
+
 def test_render_diff():
     diff = st.render_diff({"a": {"size": 1, "sha256": "x"}}, {"a": {"size": 2, "sha256": "y"}, "b": {"size": 0}})
     assert diff["before"] == "a 1 x\n"
