@@ -536,7 +536,8 @@ def write_results(args, rows, notes, where, total, count):
         if mod is not None:
             module[(tool, phase)] = min(mod, module.get((tool, phase), mod))
 
-    def ratio(ours, anchor, times=wall):
+    def ratio(ours, anchor, times=None):
+        times = wall if times is None else times
         if ours not in times or anchor not in wall or not times[ours]:
             return "n/a"
         return "%.2fx" % (wall[anchor] / times[ours])
