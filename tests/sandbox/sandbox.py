@@ -345,7 +345,10 @@ def component_cmds(sb, bins):
             "--leader-elect=false", "--use-service-account-credentials=true",
             "--service-account-private-key-file=%s/sa.key" % pki, "--root-ca-file=%s/ca.crt" % pki,
             "--cluster-signing-cert-file=%s/ca.crt" % pki, "--cluster-signing-key-file=%s/ca.key" % pki,
-            "--controllers=*,-nodeipam,-cloud-node-lifecycle", "--profiling=false", "--v=1"],
+            "--controllers=*,-nodeipam,-cloud-node-lifecycle", "--profiling=false", "--v=1",
+            # kwok renews node leases from one process; on a loaded 2-core machine it can fall behind
+            # the default 40s, and NotReady nodes would mark every pod on them NotReady for good.
+            "--node-monitor-grace-period=300s"],
         "kube-scheduler": [
             bins["kube-scheduler"], "--kubeconfig=" + sb.path("scheduler.kubeconfig"),
             "--authentication-kubeconfig=" + sb.path("scheduler.kubeconfig"),
