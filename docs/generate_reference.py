@@ -115,8 +115,9 @@ def options_table(options, show_required=True):
             row.append("yes" if option.get("required") else "")
         row.append(describe(option))
         lines.append("| " + " | ".join(cell(value) for value in row) + " |")
-        for sub_name in sorted(option.get("suboptions") or {}):
-            sub = option["suboptions"][sub_name] or {}
+        nested = option.get("suboptions") or option.get("options") or {}
+        for sub_name in sorted(nested):
+            sub = nested[sub_name] or {}
             row = ["`%s.%s`" % (name, sub_name), type_text(sub), default_text(sub)]
             if show_required:
                 row.append("yes" if sub.get("required") else "")
