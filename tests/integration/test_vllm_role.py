@@ -369,3 +369,36 @@ def test_a_rollout_that_cannot_finish_fails_with_the_reason(namespace):
     assert "did not roll out within 10 seconds" in run["stdout"]
     assert "stuck-" in run["stdout"] and "not scheduled" in run["stdout"]
     kubectl("delete", "deployment", "stuck", "-n", namespace, "--ignore-not-found", check=False)
+
+
+def test_check_mode_on_a_new_namespace_creates_nothing(sandbox_env):
+    model = {"name": "dry", "gpu_type": "nvidia-l40", "source": {"type": "path", "path": "dry"},
+             "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}
+    run = ok(run_role(NS_FAIL, [model], check=True, diff=True))
+    assert total_changed(run) > 0
+    assert kubectl("get", "namespace", NS_FAIL, check=False).returncode != 0
+
+
+def test_autoscaling_on_then_off(namespace):
+    """With an HPA the role does not own spec.replicas (no fight with the HPA, re-run changed=0);
+    turning autoscaling off removes the HPA and the PDB although vllm_prune is false."""
+    model = {"name": "scaled", "gpu_type": "nvidia-ampere-a100", "source": {"type": "path", "path": "scaled"},
+             "autoscaling": {"min_replicas": 2, "max_replicas": 3},
+             "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}
+    first = ok(run_role(namespace, [model], vllm_wait=False))
+    assert total_changed(first) > 0
+    hpa = kubectl_json("get", "hpa", "scaled", "-n", namespace)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 3)
+    assert kubectl_json("get", "pdb", "scaled", "-n", namespace)["spec"]["maxUnavailable"] == 1
+    deployment = kubectl_json("get", "deployment", "scaled", "-n", namespace, "--show-managed-fields")
+    ours = [entry for entry in deployment["metadata"]["managedFields"] if entry["manager"] == "llmops-serving-vllm"]
+    assert ours and "f:replicas" not in ours[0]["fieldsV1"]["f:spec"]
+    again = ok(run_role(namespace, [model], vllm_wait=False))
+    assert total_changed(again) == 0
+    off = dict(model, autoscaling={"enabled": False}, replicas=1)
+    ok(run_role(namespace, [off], vllm_wait=False))
+    assert kubectl("get", "hpa", "scaled", "-n", namespace, check=False).returncode != 0
+    assert kubectl("get", "pdb", "scaled", "-n", namespace, check=False).returncode != 0
+    assert kubectl_json("get", "deployment", "scaled", "-n", namespace)["spec"]["replicas"] == 1
+    kubectl("delete", "deployment,service,networkpolicy", "scaled", "-n", namespace, "--ignore-not-found",
+            check=False)
