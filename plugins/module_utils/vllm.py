@@ -872,11 +872,19 @@ def _resolve_gpu(report, model, spec, settings):
     spec["gpu_impossible"] = False
     if type_info is not None and gpus > 0:
         total = type_info.get("gpus_total")
+        per_node = type_info.get("gpus_per_node_max")
         if total is not None and gpus > int(total):
             spec["gpu_impossible"] = True
             report.error(
                 "vllm_models[%s]: asks %d GPUs per replica but GPU type %s has %d in the whole cluster; "
                 "lower gpus/tensor_parallel_size or pick a larger GPU type" % (name, gpus, gpu_type, int(total))
+            )
+        elif per_node is not None and gpus > int(per_node):
+            spec["gpu_impossible"] = True
+            report.error(
+                "vllm_models[%s]: asks %d GPUs per replica but the largest node of GPU type %s has %d; a replica "
+                "cannot span nodes, so lower gpus/tensor_parallel_size to %d or less"
+                % (name, gpus, gpu_type, int(per_node), int(per_node))
             )
 
 

@@ -416,3 +416,16 @@ def test_missing_priority_class_is_reported():
     message = one_error([hf_model(priority_class_name="llm-high")], cluster(priority_classes=["system-node-critical"]))
     assert "PriorityClass 'llm-high' does not exist" in message
     assert errors_of([hf_model(priority_class_name="llm-high")], cluster(priority_classes=["llm-high"])) == []
+
+
+def test_largest_node_from_discovery_is_checked_without_the_cluster():
+    types = gpu_types()
+    types["nvidia-ampere-a100"].update(gpus_total=16, gpus_per_node_max=8)
+    message = one_error([hf_model(gpu_type="nvidia-ampere-a100", gpus=12)], gpu_types=types)
+    assert "the largest node of GPU type nvidia-ampere-a100 has 8" in message
+
+
+def test_unknown_free_count_skips_the_free_check():
+    types = gpu_types()
+    types["nvidia-l40"]["gpus_free"] = None  # gpu_discovery without pod allocations
+    assert errors_of([hf_model(replicas=4)], cluster(), gpu_types=types) == []
