@@ -319,8 +319,9 @@ def test_s3_pull_script_verifies_against_the_staging_manifest(sandbox_env, tmp_p
           "access_key": sandbox_env.get("SANDBOX_S3_ACCESS_KEY"),
           "secret_key": sandbox_env.get("SANDBOX_S3_SECRET_KEY")}
     push = run_playbook([{"hosts": "localhost", "gather_facts": False, "tasks": [{
-        "name": "push", "llmops.serving.s3_model_stage": dict(s3, mode="push", bucket=bucket, prefix=prefix,
-                                                               src=str(src), create_bucket=True)}]}])
+        "name": "push",
+        "llmops.serving.s3_model_stage": dict(s3, mode="push", bucket=bucket, prefix=prefix, src=str(src),
+                                              create_bucket=True)}]}])
     assert push["rc"] == 0, push["stdout"][-4000:]
     dest = tmp_path / "cache" / "s3" / bucket / prefix
     env = process_env({"S3_ENDPOINT_URL": s3["endpoint_url"], "AWS_ACCESS_KEY_ID": s3["access_key"] or "",
@@ -354,7 +355,6 @@ def _tiny_safetensors(fill=1):
     header = json.dumps({"w": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}}).encode()
     header += b" " * (-len(header) % 8)
     return len(header).to_bytes(8, "little") + header + bytes([fill]) * 64
-
 
 
 def test_a_rollout_that_cannot_finish_fails_with_the_reason(namespace):

@@ -361,8 +361,8 @@ def test_gpu_resource_in_resources_and_shm_above_memory_limit_are_refused():
 
 def test_unknown_keys_names_and_duplicates():
     assert "unknown keys max_model_length" in one_error([hf_model(max_model_length=4096)])
-    assert "unknown keys repository" in one_error([{"name": "x", "source": {"repository": "a/b", "type": "huggingface",
-                                                                              "repo": "a/b", "revision": "r"}}])
+    bad_source = {"repository": "a/b", "type": "huggingface", "repo": "a/b", "revision": "r"}
+    assert "unknown keys repository" in one_error([{"name": "x", "source": bad_source}])
     assert "must be a DNS label" in one_error([hf_model("Llama_3")])
     assert "listed twice" in one_error([hf_model("a"), hf_model("a")])
 
