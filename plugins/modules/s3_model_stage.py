@@ -1,8 +1,9 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, llmops.serving contributors
-# Apache License 2.0 (see LICENSE)
-# Apache 2.0 is compatible with the GNU General Public License v3.0+, the license of Ansible itself.
+# Apache License 2.0 (see LICENSE) or GNU General Public License v3.0+
+# (see https://www.gnu.org/licenses/gpl-3.0.txt), at your option.
+# SPDX-License-Identifier: Apache-2.0 OR GPL-3.0-or-later
 
 from __future__ import absolute_import, division, print_function
 
