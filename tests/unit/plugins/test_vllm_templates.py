@@ -66,7 +66,7 @@ def manifests():
 
 
 def test_objects_rendered_in_apply_order(manifests):
-    kinds = [key for key in manifests]
+    kinds = list(manifests)
     assert kinds[0] == ("ConfigMap", "vllm-s3-puller")
     assert ("PersistentVolumeClaim", "mixtral-cache") in kinds
     assert kinds.index(("PersistentVolumeClaim", "mixtral-cache")) < kinds.index(("Deployment", "mixtral"))
