@@ -194,6 +194,27 @@ def test_status_report_names_every_gpu_node_and_the_endpoint(site):
     assert load_env()["SANDBOX_S3_SECRET_KEY"] not in report
 
 
+def vllm_image():
+    deployment = kubectl_json("get", "deployment", "tiny-llama", "-n", VLLM_NAMESPACE)
+    return deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def test_rollback_reverts_a_vllm_upgrade_and_explains_a_missing_helm_revision(site):
+    before = vllm_image()
+    upgrade = playbook("vllm.yml", extra_vars={"vllm_image_tag": "v0.0.1-rollback-test"})
+    assert upgrade["rc"] == 0, failures(upgrade)
+    assert vllm_image().endswith(":v0.0.1-rollback-test")
+
+    back = playbook("rollback.yml", extra_vars={"rollback_target": "vllm"})
+    assert back["rc"] == 0, failures(back)
+    assert vllm_image() == before
+
+    # the LLM Engine release has a single revision: nothing to return to, said plainly
+    gateway = playbook("rollback.yml")
+    assert gateway["rc"] != 0
+    assert "known revisions are [1]" in failures(gateway)
+
+
 def test_teardown_keeps_volumes_and_secrets_and_a_rerun_reuses_them(site):
     secrets_before = {name: secret_data(name) for name in DATA_SECRETS + PREREQ_SECRETS}
     assert all(secrets_before.values()), secrets_before
