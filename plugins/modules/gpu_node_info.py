@@ -330,27 +330,27 @@ accelerator_label:
   sample: k8s.amazonaws.com/accelerator
 """
 
-import copy  # noqa: E402
+import copy
 
-from ansible_collections.kubernetes.core.plugins.module_utils.args_common import (  # noqa: E402
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import (
     AUTH_ARG_SPEC,
 )
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import (  # noqa: E402
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import (
     get_api_client,
 )
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import (  # noqa: E402
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import (
     AnsibleK8SModule,
 )
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import (  # noqa: E402
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import (
     CoreException,
 )
-from ansible_collections.llmops.serving.plugins.module_utils.gpu import (  # noqa: E402
+from ansible_collections.llmops.serving.plugins.module_utils.gpu import (
     DEFAULT_ACCELERATOR_LABEL,
     DiscoveryError,
     build_options,
     discover,
 )
-from ansible_collections.llmops.serving.plugins.module_utils.gpu_k8s import (  # noqa: E402
+from ansible_collections.llmops.serving.plugins.module_utils.gpu_k8s import (
     GpuDiscoveryApiError,
     TransportError,
     list_gpu_allocations,

@@ -412,8 +412,8 @@ detail:
   sample: The specified model endpoint already exists.
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.llmops.serving.plugins.module_utils.llm_engine import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.llmops.serving.plugins.module_utils.llm_engine import (
     endpoint_spec,
     llm_engine_connection_spec,
     run_endpoint,

@@ -96,8 +96,8 @@ detail:
   sample: Service unavailable
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.llmops.serving.plugins.module_utils.llm_engine import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.llmops.serving.plugins.module_utils.llm_engine import (
     llm_engine_connection_spec,
     run_endpoint_info,
 )

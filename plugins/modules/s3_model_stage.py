@@ -293,9 +293,9 @@ throughput_mib_s:
 """
 
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
-from ansible.module_utils.common.text.converters import to_native  # noqa: E402
-from ansible_collections.llmops.serving.plugins.module_utils.s3 import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.llmops.serving.plugins.module_utils.s3 import (
     BOTO3_IMPORT_ERROR,
     HAS_BOTO3,
     S3ConfigError,
@@ -303,7 +303,7 @@ from ansible_collections.llmops.serving.plugins.module_utils.s3 import (  # noqa
     s3_connection_spec,
     validate_connection_params,
 )
-from ansible_collections.llmops.serving.plugins.module_utils.s3_stage import (  # noqa: E402
+from ansible_collections.llmops.serving.plugins.module_utils.s3_stage import (
     StageContext,
     StageError,
     parse_size,
