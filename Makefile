@@ -17,7 +17,7 @@ WITH_SANDBOX := set -a && source <($(SANDBOX) env) && set +a && export PATH="$$S
 
 .PHONY: help deps deps-system deps-python collection-link sandbox-build sandbox-up sandbox-down \
 	sandbox-purge sandbox-status lint sanity unit contract integration molecule test demo demo-run \
-	demo-summary bench build-collection clean
+	demo-summary bench docs build-collection clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
@@ -89,6 +89,9 @@ demo-summary:
 
 bench: deps sandbox-up  ## every benchmark; regenerates benchmarks/README.md
 	$(WITH_SANDBOX) $(PY) benchmarks/run_all.py
+
+docs: deps-python  ## regenerate docs/variables.md from argument specs and module docs
+	$(PY) docs/generate_reference.py
 
 build-collection: deps-python  ## ansible-galaxy collection build into build/
 	ansible-galaxy collection build --force --output-path build/
