@@ -35,7 +35,7 @@ def _link_collection():
 _link_collection()
 
 
-import pytest  # noqa: E402
+import pytest  # noqa: E402 - after the collection link is on sys.path
 
 
 @pytest.fixture(scope="session")

@@ -40,12 +40,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, REPO)
 
-from tests.conftest import _link_collection  # noqa: E402
+from tests.conftest import _link_collection  # noqa: E402 - after the repository root is on sys.path
 
 _link_collection()
-from ansible_collections.llmops.serving.plugins.module_utils.gpu import gpu_resource_vendor  # noqa: E402
+from ansible_collections.llmops.serving.plugins.module_utils.gpu import gpu_resource_vendor  # noqa: E402 - after the repository root is on sys.path
 
-from tests.helpers.sandbox import load_env, process_env  # noqa: E402
+from tests.helpers.sandbox import load_env, process_env  # noqa: E402 - after the repository root is on sys.path
 
 VENV_PY = sys.executable
 VENV_BIN = os.path.dirname(VENV_PY)

@@ -33,11 +33,11 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, ".collections"))
 
-from tests.conftest import _link_collection  # noqa: E402
+from tests.conftest import _link_collection  # noqa: E402 - after the repository root is on sys.path
 
 _link_collection()
-from tests.helpers.sandbox import load_env, process_env  # noqa: E402
-from tests.integration.s3_helpers import (  # noqa: E402
+from tests.helpers.sandbox import load_env, process_env  # noqa: E402 - after the repository root is on sys.path
+from tests.integration.s3_helpers import (  # noqa: E402 - after the repository root is on sys.path
     ThrowawayMinio,
     client_for,
     delete_bucket,

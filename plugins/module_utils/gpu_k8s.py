@@ -35,7 +35,7 @@ except ImportError:
 try:
     from urllib3.exceptions import HTTPError as TransportError
 except ImportError:
-    class TransportError(Exception):  # noqa: N818
+    class TransportError(Exception):  # noqa: N818 - mirrors urllib3's name so the except clauses read the same without it
         pass
 
 # Pods that hold no GPU any more are skipped by the API server, not by us.

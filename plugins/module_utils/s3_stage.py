@@ -988,7 +988,7 @@ class TransferEngine(object):
     def _multipart_tasks(self, rel, key, path, size, sha, psize, etags, resume):
         try:
             upload_id, kept, journal, ranges = self._start_multipart(key, sha, size, psize, resume)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - worker thread: any failure is recorded by _fail and reported once as a named StageError
             self._fail(exc, "starting the multipart upload of %s" % key)
             raise StageError(self.errors[0] if self.errors else str(exc)) from None
         with self.lock:
@@ -1036,7 +1036,7 @@ class TransferEngine(object):
                     if last:
                         self._check()
                         finish()
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:  # noqa: BLE001 - worker thread: any failure is recorded by _fail and reported once as a named StageError
                     self._fail(exc, "uploading part %d of %s" % (number, key))
             return task
 
@@ -1045,7 +1045,7 @@ class TransferEngine(object):
                 try:
                     self._check()
                     finish()
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:  # noqa: BLE001 - worker thread: any failure is recorded by _fail and reported once as a named StageError
                     self._fail(exc, "completing the multipart upload of %s" % key)
             return [complete_only]
         return [make(n, o, ln) for n, o, ln in remaining]
@@ -1137,7 +1137,7 @@ class TransferEngine(object):
                     with self.lock:
                         self.bytes_received += length
                 record["hasher"].part_done(index)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - worker thread: any failure is recorded by _fail and reported once as a named StageError
                 if error_code(exc) in ("PreconditionFailed", "412"):
                     exc = StageError("s3://%s/%s changed after the manifest was written (ETag no longer matches): "
                                      "re-run mode=push" % (self.bucket, record["key"]))
@@ -1166,7 +1166,7 @@ class TransferEngine(object):
                     with self.lock:
                         results[rel] = digest.hexdigest()
                         self.bytes_received += count
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:  # noqa: BLE001 - worker thread: any failure is recorded by _fail and reported once as a named StageError
                     self._fail(exc, "reading %s" % object_key(prefix, rel))
             return task
 

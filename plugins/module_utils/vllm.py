@@ -365,7 +365,7 @@ def render_cli_args(spec):
     args = [
         str(spec["model_ref"]),
         "--host",
-        "0.0.0.0",  # noqa: S104
+        "0.0.0.0",  # noqa: S104 - vLLM listens on all interfaces inside its pod; the Service/NetworkPolicy restrict access
         "--port",
         str(spec["port"]),
         "--served-model-name",
@@ -1227,7 +1227,7 @@ def _resolve_model(report, model, settings, seen):
     spec["volume_mounts"] = [{"name": "model-cache", "mountPath": spec["cache_mount_path"]}]
     if spec["shm_size"]:
         spec["volumes"].append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec["shm_size"]}})
-        spec["volume_mounts"].append({"name": "dshm", "mountPath": "/dev/shm"})  # noqa: S108
+        spec["volume_mounts"].append({"name": "dshm", "mountPath": "/dev/shm"})  # noqa: S108 - /dev/shm is the mount point of the shared-memory volume, not a temp file
     spec["volumes"] += spec.pop("volumes_extra")
 
     service_type = model.get("service_type") or settings["service_type"]

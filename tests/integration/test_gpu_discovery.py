@@ -384,7 +384,7 @@ class StandInApi(object):
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 api.requests.append(("GET", self.path))
                 url = urlparse(self.path)
                 query = parse_qs(url.query)
@@ -406,11 +406,11 @@ class StandInApi(object):
                     return self._send(200, {"kind": "List", "apiVersion": "v1", "metadata": meta, "items": page})
                 return self._send(404, {"kind": "Status", "code": 404})
 
-            def do_PATCH(self):  # noqa: N802
+            def do_PATCH(self):
                 api.requests.append(("PATCH", self.path))
                 return self._send(500, {"kind": "Status", "code": 500})
 
-            do_POST = do_PUT = do_DELETE = do_PATCH  # noqa: N815
+            do_POST = do_PUT = do_DELETE = do_PATCH
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -58,7 +58,7 @@ class Engine:
         headers = {"Content-Type": "application/json"}
         if auth:
             headers["Authorization"] = "Basic " + base64.b64encode(("%s:" % self.user).encode()).decode()
-        request = urllib.request.Request(self.url + path, method=method, headers=headers,  # noqa: S310
+        request = urllib.request.Request(self.url + path, method=method, headers=headers,  # noqa: S310 - URL of the local stand-in
                                          data=json.dumps(body).encode() if body is not None else None)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - 127.0.0.1 sandbox

@@ -27,7 +27,7 @@ from tests.integration.s3_helpers import (
 )
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures"))
-from make_tiny_model import make_tiny_model, parameter_count  # noqa: E402
+from make_tiny_model import make_tiny_model, parameter_count  # noqa: E402 - importable only after the fixtures dir is on sys.path
 
 pytestmark = pytest.mark.sandbox
 MANIFEST = ".llmops-manifest.json"

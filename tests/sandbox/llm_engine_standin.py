@@ -686,7 +686,7 @@ class Gateway:
             record["generation"] += 1
         try:
             self.builder.delete(record)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the builder's failure becomes the endpoint's status, as the real gateway does
             with self.lock:
                 record["status"] = "UPDATE_FAILED"
                 record["status_reason"] = "delete failed: %s" % exc
@@ -700,7 +700,7 @@ class Gateway:
             try:
                 if self.builder.gone(record):
                     break
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - the builder's failure becomes the endpoint's status, as the real gateway does
                 log("checking deletion of %s: %s" % (record["deployment_name"], exc))
             time.sleep(0.2)
         with self.lock:
@@ -726,7 +726,7 @@ class Gateway:
             status, reason = "READY", None
         except BuildError as exc:
             status, reason = "UPDATE_FAILED", str(exc)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the builder's failure becomes the endpoint's status, as the real gateway does
             status, reason = "UPDATE_FAILED", "endpoint builder error: %s" % exc
         with self.lock:
             if record["generation"] != generation:
@@ -793,16 +793,16 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # one line per request is printed by _finish instead
         return
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self._dispatch("GET")
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         self._dispatch("POST")
 
-    def do_PUT(self):  # noqa: N802
+    def do_PUT(self):
         self._dispatch("PUT")
 
-    def do_DELETE(self):  # noqa: N802
+    def do_DELETE(self):
         self._dispatch("DELETE")
 
     def _send(self, status, body, headers=None):

@@ -39,7 +39,7 @@ def call(url, method, path, body=None, user="alice", auth=None):
     elif user is not None:
         headers["Authorization"] = "Basic " + base64.b64encode(("%s:ignored" % user).encode()).decode()
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url + path, data=data, method=method, headers=headers)  # noqa: S310
+    request = urllib.request.Request(url + path, data=data, method=method, headers=headers)  # noqa: S310 - URL of the local stand-in
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - 127.0.0.1 test server
             return response.status, json.loads(response.read() or b"null"), dict(response.headers)

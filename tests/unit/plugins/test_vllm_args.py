@@ -24,7 +24,7 @@ def flag_value(args, flag):
 def test_minimal_huggingface_model_renders_model_first_then_fixed_flags():
     spec = resolve(hf_model())
     assert spec["args"] == [
-        "meta-llama/Llama-3.1-8B-Instruct", "--host", "0.0.0.0", "--port", "8000",  # noqa: S104
+        "meta-llama/Llama-3.1-8B-Instruct", "--host", "0.0.0.0", "--port", "8000",  # noqa: S104 - the flag value the role must render for in-pod serving
         "--served-model-name", "llama-3-1-8b", "--revision", "0e9e39f249a16976918f6564b8830bc894c89659",
         "--tensor-parallel-size", "1",
     ]

@@ -90,7 +90,7 @@ def test_k3s_l40_deployment(manifests):
     assert container["args"][0] == "meta-llama/Llama-3.1-8B-Instruct"
     assert container["startupProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
-    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]  # noqa: S108
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]  # noqa: S108 - the shared-memory mount point the role must render
     assert deployment["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "vllm",
                                                              "app.kubernetes.io/instance": "llama"}
 

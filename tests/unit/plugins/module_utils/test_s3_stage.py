@@ -10,7 +10,7 @@ import pytest
 from ansible_collections.llmops.serving.plugins.module_utils import s3_stage as st
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "fixtures"))
-from make_tiny_model import make_tiny_model, parameter_count  # noqa: E402
+from make_tiny_model import make_tiny_model, parameter_count  # noqa: E402 - importable only after the fixtures dir is on sys.path
 
 MIB = 1024 * 1024
 
