@@ -1,6 +1,6 @@
 # llmops.serving: one entry point for setting up, testing and demoing the collection.
 #   make demo   dependencies, local sandbox cluster, playbooks/site.yml against it, summary
-#   make test   dependencies, lint, sanity, unit, contract, sandbox integration, molecule
+#   make test   dependencies, lint, sanity, unit, contract, sandbox integration, drills, molecule
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -16,7 +16,7 @@ SANDBOX := $(PY) tests/sandbox/sandbox.py
 WITH_SANDBOX := set -a && source <($(SANDBOX) env) && set +a && export PATH="$$SANDBOX_BIN_PATH:$$PATH" &&
 
 .PHONY: help deps deps-system deps-python collection-link sandbox-build sandbox-up sandbox-down \
-	sandbox-purge sandbox-status lint sanity unit contract integration molecule test demo demo-run \
+	sandbox-purge sandbox-status lint sanity unit contract integration drills molecule test demo demo-run \
 	demo-summary bench docs build-collection clean
 
 help:  ## list targets
@@ -74,10 +74,13 @@ contract: deps-python deps-system collection-link  ## real redis-server/postgres
 integration: sandbox-up  ## sandbox self-tests and module/role tests against the sandbox
 	$(WITH_SANDBOX) $(PY) -m pytest tests/sandbox tests/integration -q $(PYTEST_ARGS)
 
+drills: sandbox-up  ## reliability and security drills (tests/drills): faults, hostile input, secret scans
+	$(WITH_SANDBOX) $(PY) -m pytest tests/drills -q $(PYTEST_ARGS)
+
 molecule: deps-python collection-link sandbox-build  ## molecule default scenario (sandbox)
 	molecule test -s default
 
-test: deps lint sanity unit contract integration molecule  ## all tests
+test: deps lint sanity unit contract integration drills molecule  ## all tests
 
 demo: deps sandbox-up demo-run demo-summary  ## sandbox + site.yml + summary; leaves the sandbox running
 

@@ -4,6 +4,7 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s.io/kubernetes)
 #   etcd 3.6 (go.etcd.io/etcd/server/v3 through a wrapper main)
 #   kwok, MinIO, helm
+#   crds: cert-manager, KEDA and Istio CustomResourceDefinitions (no build; installed on demand by tests)
 # Usage: build.sh [component ...]   (default: all). A warm cache builds nothing.
 set -euo pipefail
 
@@ -12,6 +13,11 @@ ETCD_VERSION="${SANDBOX_ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${SANDBOX_KWOK_VERSION:-v0.8.0}"
 MINIO_VERSION="${SANDBOX_MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
 HELM_VERSION="${SANDBOX_HELM_VERSION:-v3.19.5}"
+# CustomResourceDefinitions of optional cluster add-ons, taken from the upstream modules' sources.
+# Installed only by the tests that exercise the "API served" paths (tests/sandbox/crds.py).
+CERT_MANAGER_VERSION="${SANDBOX_CERT_MANAGER_VERSION:-v1.21.2}"
+KEDA_VERSION="${SANDBOX_KEDA_VERSION:-v2.21.0}"
+ISTIO_API_VERSION="${SANDBOX_ISTIO_API_VERSION:-v1.31.1}"
 
 CACHE="${LLMOPS_SANDBOX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llmops-sandbox}"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
@@ -133,6 +139,26 @@ build_helm() {
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 }
 
+build_crds() { # upstream CRD manifests, no build: go mod download of each module's source
+  local out="$CACHE/crds-cm$CERT_MANAGER_VERSION-keda$KEDA_VERSION-istio$ISTIO_API_VERSION"
+  if [[ -f "$out/.complete" ]]; then return 0; fi
+  log "fetching CRDs: cert-manager $CERT_MANAGER_VERSION, KEDA $KEDA_VERSION, Istio API $ISTIO_API_VERSION"
+  rm -rf "$out.tmp"; mkdir -p "$out.tmp/cert-manager" "$out.tmp/keda" "$out.tmp/istio"
+  local dir
+  dir=$(go mod download -json "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" |
+    python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
+  cp "$dir"/deploy/crds/cert-manager.io_*.yaml "$out.tmp/cert-manager/"
+  dir=$(go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" |
+    python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
+  cp "$dir"/config/crd/bases/keda.sh_*.yaml "$out.tmp/keda/"
+  dir=$(go mod download -json "istio.io/api@$ISTIO_API_VERSION" |
+    python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
+  cp "$dir/kubernetes/customresourcedefinitions.gen.yaml" "$out.tmp/istio/"
+  chmod -R u+w "$out.tmp"
+  touch "$out.tmp/.complete"
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
 paths() {
   cat <<P
 KUBERNETES_BIN=$CACHE/kubernetes-$K8S_VERSION
@@ -140,6 +166,7 @@ ETCD_BIN=$CACHE/etcd-$ETCD_VERSION
 KWOK_BIN=$CACHE/kwok-$KWOK_VERSION
 MINIO_BIN=$CACHE/minio-$MINIO_VERSION
 HELM_BIN=$CACHE/helm-$HELM_VERSION
+CRDS_DIR=$CACHE/crds-cm$CERT_MANAGER_VERSION-keda$KEDA_VERSION-istio$ISTIO_API_VERSION
 P
 }
 
@@ -147,7 +174,7 @@ main() {
   mkdir -p "$CACHE"
   if [[ "${1:-}" == "--paths" ]]; then paths; return; fi
   local comps=("$@")
-  [[ ${#comps[@]} -gt 0 ]] || comps=(etcd kwok helm minio kubernetes)
+  [[ ${#comps[@]} -gt 0 ]] || comps=(etcd kwok helm minio kubernetes crds)
   for c in "${comps[@]}"; do "build_$c"; done
   paths
 }

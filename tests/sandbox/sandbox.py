@@ -184,6 +184,7 @@ def binaries():
         "kwok": os.path.join(paths["KWOK_BIN"], "kwok"),
         "minio": os.path.join(paths["MINIO_BIN"], "minio"),
         "helm": os.path.join(paths["HELM_BIN"], "helm"),
+        "crds": paths.get("CRDS_DIR", ""),
         "bin_path": os.pathsep.join([paths["KUBERNETES_BIN"], paths["HELM_BIN"], paths["KWOK_BIN"],
                                      paths["MINIO_BIN"], paths["ETCD_BIN"]]),
     }
@@ -468,6 +469,7 @@ def write_env(sb, bins, api_url, creds):
         "SANDBOX_KUBECTL": bins["kubectl"],
         "SANDBOX_HELM": bins["helm"],
         "SANDBOX_BIN_PATH": bins["bin_path"],
+        "SANDBOX_CRDS_DIR": bins["crds"],
         "SANDBOX_S3_ENDPOINT": "http://127.0.0.1:%d" % sb.port("minio"),
         "SANDBOX_S3_ACCESS_KEY": creds["access_key"],
         "SANDBOX_S3_SECRET_KEY": creds["secret_key"],
