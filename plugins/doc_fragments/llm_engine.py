@@ -47,8 +47,9 @@ options:
   retries:
     description:
       - Extra attempts for a request that failed with a connection error, a timeout, HTTP 429 or a 5xx
-        answer. Waits grow exponentially (1s, 2s, 4s, ... up to 20s) with full jitter, and honour
-        C(Retry-After). Other 4xx answers are never retried.
+        answer. Waits grow exponentially (up to 1s, 2s, 4s, ... 20s, each at least half of that, randomised
+        so clients spread out); a C(Retry-After) answer is waited for as long as the gateway asks, when
+        O(retry_budget) allows. Other 4xx answers are never retried.
     type: int
     default: 5
   retry_budget:

@@ -24,6 +24,7 @@ __metaclass__ = type
 
 import base64
 import difflib
+import email.utils
 import json
 import os
 import random
@@ -235,15 +236,18 @@ def is_retryable_status(status):
 
 
 def backoff_delay(attempt, base=1.0, cap=20.0, rand=random.random, retry_after=None):
-    """Seconds to wait before retry number ``attempt`` (1-based): exponential with full jitter.
+    """Seconds to wait before retry number ``attempt`` (1-based): exponential with equal jitter.
 
-    A server's ``Retry-After`` (seconds) is honoured up to ``cap``.
+    Each wait lies between half and all of ``min(cap, base * 2 ** (attempt - 1))``, so waits
+    spread out between clients yet never shrink from one retry to the next (full jitter could retry
+    a struggling gateway after 50 ms on the fifth attempt, and made the time ``retries`` covers a
+    matter of luck). A server's ``Retry-After`` (seconds) is honoured as given: the caller's
+    retry budget, not a cap, decides whether waiting that long is acceptable.
     """
     if retry_after is not None:
-        return min(float(retry_after), cap)
+        return max(0.0, float(retry_after))
     ceiling = min(cap, base * (2 ** (attempt - 1)))
-    # Full jitter spreads retries of many clients; keep a floor so a retry is never immediate.
-    return max(0.05, ceiling * rand())
+    return ceiling / 2.0 + ceiling / 2.0 * rand()
 
 
 def error_detail(body):
@@ -267,12 +271,22 @@ def error_detail(body):
     return json.dumps(data)[:500]
 
 
-def _retry_after(headers):
-    try:
-        value = headers.get("Retry-After") if headers is not None else None
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
+def _retry_after(headers, now=time.time):
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP-date (RFC 9110 10.2.3)."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now())
 
 
 class LLMEngineClient(object):
@@ -352,11 +366,27 @@ class LLMEngineClient(object):
             elapsed = self._clock() - started
             delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap, self._rand, retry_after)
             if attempt > self.retries or elapsed + delay > self.retry_budget:
-                failure.message += " (gave up after %d attempt(s) in %.1fs)" % (attempt, elapsed)
+                failure.message = self._gave_up(failure, method, url, attempt, elapsed, delay, retry_after)
                 failure.args = (failure.message,)
                 failure.attempts = attempt
                 raise failure
             self._sleep(delay)
+
+    def _gave_up(self, failure, method, url, attempt, elapsed, delay, retry_after):
+        """The final message of a request whose retries ran out: what, how often, what to raise."""
+        last = "HTTP %s" % failure.status if failure.status is not None else "no HTTP answer"
+        if attempt > self.retries:
+            why = "all %d retries used: raise retries (now %d)" % (self.retries, self.retries)
+            if self.retries:
+                why += " or retry_budget (now %gs) if the gateway needs longer to recover" % self.retry_budget
+        elif retry_after is not None:
+            why = ("the gateway asked to wait %gs (Retry-After), past the retry_budget of %gs: raise "
+                   "retry_budget" % (delay, self.retry_budget))
+        else:
+            why = ("the next wait of %.1fs would pass the retry_budget of %gs: raise retry_budget"
+                   % (delay, self.retry_budget))
+        return "%s (gave up after %d attempt(s) in %.1fs calling %s %s, last: %s; %s)" % (
+            failure.message, attempt, elapsed, method, url, last, why)
 
     # -- API ---------------------------------------------------------------------------------------
     def get_endpoint(self, name, own_only=True):

@@ -383,10 +383,21 @@ def test_backoff_grows_exponentially_up_to_the_cap_with_jitter():
     assert le.backoff_delay(1, base=1, cap=20, rand=lambda: 1.0) == 1
     assert le.backoff_delay(3, base=1, cap=20, rand=lambda: 1.0) == 4
     assert le.backoff_delay(10, base=1, cap=20, rand=lambda: 1.0) == 20
-    assert le.backoff_delay(3, base=1, cap=20, rand=lambda: 0.5) == 2
-    assert le.backoff_delay(3, base=1, cap=20, rand=lambda: 0.0) == 0.05
+    assert le.backoff_delay(3, base=1, cap=20, rand=lambda: 0.5) == 3
+    # equal jitter: never less than half the ceiling, so no wait is shorter than the one before
+    assert le.backoff_delay(3, base=1, cap=20, rand=lambda: 0.0) == 2
+    assert le.backoff_delay(2, base=1, rand=lambda: 1.0) <= le.backoff_delay(3, base=1, rand=lambda: 0.0)
     assert le.backoff_delay(1, retry_after=7) == 7
-    assert le.backoff_delay(1, cap=20, retry_after=600) == 20
+    # Retry-After is not cut short: the retry budget decides whether to wait that long
+    assert le.backoff_delay(1, cap=20, retry_after=600) == 600
+
+
+def test_retry_after_takes_seconds_or_an_http_date():
+    assert le._retry_after({"Retry-After": "3"}) == 3
+    assert le._retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=lambda: 1445412480.0) == 10
+    assert le._retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=lambda: 1445412490.0) == 0
+    assert le._retry_after({"Retry-After": "soon"}) is None
+    assert le._retry_after({}) is None
 
 
 @pytest.mark.parametrize("body,detail", [
