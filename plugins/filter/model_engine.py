@@ -51,6 +51,10 @@ def _secret_refs(values, namespace, endpoint_namespace, keda_served=False):
     return logic.secret_references(values, namespace, endpoint_namespace, bool(keda_served))
 
 
+def _keda_auth(values, keda_served=False):
+    return logic.keda_redis_auth(values, bool(keda_served))
+
+
 def _missing_secrets(lookups):
     """``lookups``: results of a k8s_info loop over the references (item = reference)."""
     references, found = [], {}
@@ -77,4 +81,5 @@ class FilterModule(object):
             "model_engine_rollout_pending": _rollout_pending,
             "model_engine_secret_refs": _secret_refs,
             "model_engine_missing_secrets": _missing_secrets,
+            "model_engine_keda_auth": _keda_auth,
         }

@@ -24,6 +24,11 @@ import json
 import re
 
 try:
+    from urllib.parse import quote as _url_quote
+except ImportError:  # pragma: no cover - Python 2 (ansible-test sanity compile)
+    from urllib import quote as _url_quote
+
+try:
     import yaml
 
     HAS_YAML = True
@@ -318,6 +323,24 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _UNPINNED_TAGS = ("", "latest", "main", "master", "stable")
 
+# Where the Redis CA (the redis role's `redis-ca` Secret) is mounted in the gateway, endpoint builder
+# and cacher (chart values extraVolumes/extraVolumeMounts), and the volume's name.
+REDIS_CA_MOUNT_DIR = "/etc/llmops/redis-ca"
+REDIS_CA_FILE = "ca.crt"
+REDIS_CA_VOLUME = "llmops-redis-ca"
+
+
+def redis_tls_query(ca_file):
+    """Query string that makes redis-py (``Redis.from_url``) and kombu verify the server certificate.
+
+    Both read ``ssl_cert_reqs`` and ``ssl_ca_certs`` from a ``rediss://`` URL; kombu wants the path
+    URL-encoded, redis-py decodes it too. Never ``ssl_cert_reqs=none``.
+    """
+    query = "ssl_cert_reqs=required"
+    if ca_file:
+        query += "&ssl_ca_certs=" + _url_quote(ca_file, safe="")
+    return query
+
 
 def _falsy_for_quoted_config(value):
     """The chart writes every config.values entry as a quoted string (``{{ $value | quote }}``), and
@@ -498,6 +521,17 @@ def build_values(inputs):
     scheme = redis.get("url_scheme") or ("rediss" if redis_tls else "redis")
     if scheme not in ("redis", "rediss"):
         errors.append("redis_connection.url_scheme %r must be redis or rediss" % scheme)
+    if redis_tls and scheme != "rediss":
+        errors.append("redis_connection.tls is true but url_scheme is %r: TLS clients need rediss; "
+                      "remove url_scheme or set it to rediss" % scheme)
+    ca_secret = (redis.get("ca_secret_name") or "") if redis_tls else ""
+    ca_key = redis.get("ca_secret_key") or "ca.crt"
+    if ca_secret:
+        _secret_ref_ok(errors, "redis_connection.ca_secret_name", ca_secret, ca_key)
+    ca_dir = str(inputs.get("redis_ca_mount_dir") or REDIS_CA_MOUNT_DIR)
+    if not ca_dir.startswith("/"):
+        errors.append("model_engine_redis_ca_mount_dir %r must be an absolute path" % ca_dir)
+    ca_file = (ca_dir.rstrip("/") + "/" + REDIS_CA_FILE) if ca_secret else ""
     try:
         cache_db = int(inputs.get("cache_redis_db", 15))
     except (TypeError, ValueError):
@@ -599,7 +633,11 @@ def build_values(inputs):
         "user_inference_pytorch_repository": _registry_join(docker_repo_prefix, "launch/inference/pytorch"),
         "user_inference_tensorflow_repository": _registry_join(docker_repo_prefix, "launch/inference/tf"),
         "docker_image_layer_cache_repository": _registry_join(docker_repo_prefix, "launch-docker-build-cache"),
-        "cache_redis_onprem_url": "%s://%s:%d/%d" % (scheme, redis_host, redis_port, cache_db),
+        # No password here (values are not secret): LLM Engine adds REDIS_AUTH_TOKEN (from
+        # redis.authSecretName) to a cache URL without userinfo. With TLS the URL names the mounted CA.
+        "cache_redis_onprem_url": "%s://%s:%d/%d%s" % (
+            scheme, redis_host, redis_port, cache_db,
+            ("?" + redis_tls_query(ca_file)) if scheme == "rediss" else ""),
     }
     framework_tags = {}
     for framework, (repo_key, tag_key, default_name) in sorted(INFERENCE_FRAMEWORKS.items()):
@@ -704,6 +742,11 @@ def build_values(inputs):
         values["imagePullSecrets"] = [{"name": pull_secret}]
     if node_port not in (None, "", 0):
         values["service"]["nodePort"] = int(node_port)
+    if ca_secret:
+        # the chart adds extraVolumes/extraVolumeMounts to the gateway, endpoint builder and cacher
+        values["extraVolumes"] = [{"name": REDIS_CA_VOLUME, "secret": {
+            "secretName": ca_secret, "items": [{"key": ca_key, "path": REDIS_CA_FILE}], "defaultMode": 0o444}}]
+        values["extraVolumeMounts"] = [{"name": REDIS_CA_VOLUME, "mountPath": ca_dir, "readOnly": True}]
     if inputs.get("hpa_enabled"):
         values["autoscaling"]["horizontal"].update({"minReplicas": int(replicas.get("gateway", 1)),
                                                     "maxReplicas": int(inputs.get("hpa_max_replicas") or 10),
@@ -924,11 +967,41 @@ def least_privilege_rbac(binding, endpoint_namespace, control_namespace):
     return objects
 
 
-def _keda_secret_trigger_auth(doc, secret_name, secret_key):
-    """The chart's Redis TriggerAuthentication reads an AWS secret; on-prem it reads a Secret."""
+def _keda_secret_trigger_auth(doc, secret_name, secret_key, ca=None):
+    """The chart's Redis TriggerAuthentication reads an AWS secret; on-prem it reads a Secret.
+
+    With TLS, KEDA's Redis scalers also take the CA from the TriggerAuthentication (parameter ``ca``)
+    and verify the server with it. TLS itself is switched on by the ScaledObject's ``enableTLS``
+    metadata (from ``redis.enableTLS``); a ``tls`` parameter here as well would be refused by KEDA.
+    """
     new = copy.deepcopy(doc)
-    new["spec"] = {"secretTargetRef": [{"parameter": "password", "name": secret_name, "key": secret_key}]}
+    refs = [{"parameter": "password", "name": secret_name, "key": secret_key}]
+    if ca:
+        refs.append({"parameter": "ca", "name": ca["name"], "key": ca["key"]})
+    new["spec"] = {"secretTargetRef": refs}
     return new
+
+
+def redis_ca_secret(values):
+    """``{name, key}`` of the Redis CA Secret the values mount (extraVolumes), or None."""
+    for volume in (values or {}).get("extraVolumes") or []:
+        if (volume or {}).get("name") == REDIS_CA_VOLUME:
+            secret = volume.get("secret") or {}
+            items = secret.get("items") or [{}]
+            return {"name": secret.get("secretName"), "key": items[0].get("key") or REDIS_CA_FILE}
+    return None
+
+
+def keda_redis_auth(values, keda_served):
+    """The post-renderer's ``keda_redis_secret`` setting: password (and CA) Secret refs, or None."""
+    redis = (values or {}).get("redis") or {}
+    if not keda_served or not redis.get("authSecretName"):
+        return None
+    result = {"name": redis["authSecretName"], "key": redis.get("authSecretKey") or "auth_token"}
+    ca = redis_ca_secret(values) if redis.get("enableTLS") else None
+    if ca:
+        result["ca"] = ca
+    return result
 
 
 def _dump(doc, comment):
@@ -940,7 +1013,7 @@ def post_render(stream, config):
 
     ``config`` keys: ``served`` (list of ``group/version/Kind``), ``droppable_groups``,
     ``endpoint_namespace``, ``control_namespace``, ``replace_cluster_admin`` (default true),
-    ``keda_redis_secret`` (``{name, key}`` or None).
+    ``keda_redis_secret`` (``{name, key}`` plus optional ``ca: {name, key}``, or None).
 
     Documents are kept byte-for-byte unless dropped (unserved API in a droppable group) or replaced
     (cluster-admin bindings; the chart's AWS-based KEDA TriggerAuthentication when a Redis Secret is
@@ -989,10 +1062,11 @@ def post_render(stream, config):
             continue
         if (keda_secret and kind == "TriggerAuthentication" and api_group(api_version) == "keda.sh"
                 and "awsSecretManager" in (doc.get("spec") or {})):
-            new = _keda_secret_trigger_auth(doc, keda_secret["name"], keda_secret["key"])
+            new = _keda_secret_trigger_auth(doc, keda_secret["name"], keda_secret["key"], keda_secret.get("ca"))
             item = _describe(doc, chunk)
-            item["reason"] = "read the Redis password from AWS Secrets Manager; now from Secret %s" % (
-                keda_secret["name"])
+            item["reason"] = "read the Redis password from AWS Secrets Manager; now from Secret %s%s" % (
+                keda_secret["name"],
+                (" and the CA from Secret %s" % keda_secret["ca"]["name"]) if keda_secret.get("ca") else "")
             report["replaced"].append(item)
             out.append(_dump(new, "llmops.serving post-renderer (replaces %s)" % _source_of(chunk)))
             continue
@@ -1107,6 +1181,11 @@ def secret_references(values, namespace, endpoint_namespace, keda_served=False):
         if keda_served and redis.get("enableAuth"):
             add(endpoint_namespace, redis["authSecretName"], redis.get("authSecretKey") or "auth_token",
                 "Redis password for KEDA's TriggerAuthentication")
+    ca = redis_ca_secret(values)
+    if ca:
+        add(namespace, ca["name"], ca["key"], "Redis CA mounted into the gateway, endpoint builder and cacher")
+        if keda_served and redis.get("authSecretName") and redis.get("enableTLS"):
+            add(endpoint_namespace, ca["name"], ca["key"], "Redis CA for KEDA's TriggerAuthentication")
     for env in values.get("extraEnvVars") or []:
         ref = ((env or {}).get("valueFrom") or {}).get("secretKeyRef")
         if ref:

@@ -255,6 +255,19 @@ def test_keda_trigger_authentication_reads_the_redis_secret():
     assert out.startswith(DEPLOYMENT)
 
 
+def test_keda_trigger_authentication_reads_the_redis_ca_with_tls():
+    out, report = me.post_render(DEPLOYMENT + TRIGGER_AUTH, config(
+        CORE_SERVED + KEDA_SERVED, keda_redis_secret={"name": "redis-auth", "key": "password",
+                                                      "ca": {"name": "redis-ca", "key": "ca.crt"}}))
+    trigger = [o for o in docs(out) if o["kind"] == "TriggerAuthentication"][0]
+    assert trigger["spec"] == {"secretTargetRef": [
+        {"parameter": "password", "name": "redis-auth", "key": "password"},
+        {"parameter": "ca", "name": "redis-ca", "key": "ca.crt"}]}
+    # no `tls` parameter: KEDA refuses it next to the ScaledObject's enableTLS
+    assert "tls" not in [ref["parameter"] for ref in trigger["spec"]["secretTargetRef"]]
+    assert "and the CA from Secret redis-ca" in report["replaced"][0]["reason"]
+
+
 def test_hook_problems():
     hook_crb = CRB
     assert me.hook_problems([hook_crb, TELEMETRY], CORE_SERVED) == [

@@ -91,7 +91,8 @@ def test_on_prem_settings():
     assert infra["s3_bucket"] == "models"  # taken from the staged checkpoints
     assert launch["endpoint_namespace"] == "llm-engine-endpoints"
     assert launch["gateway_namespace"] == "llm-engine"
-    assert launch["cache_redis_onprem_url"] == "rediss://redis.llm-engine.svc:6379/15"
+    assert launch["cache_redis_onprem_url"] == (
+        "rediss://redis.llm-engine.svc:6379/15?ssl_cert_reqs=required&ssl_ca_certs=%2Fetc%2Fllmops%2Fredis-ca%2Fca.crt")
     assert launch["cloud_file_llm_fine_tune_repository"] == "s3://models/llm-ft-job-repository"
     assert launch["vllm_repository"] == "registry.local/vllm/vllm-openai"
     assert launch["tgi_repository"] == "registry.local/text-generation-inference"
@@ -296,19 +297,77 @@ def test_secret_references_cover_every_secret_the_release_reads():
         ("llm-engine", "llm-engine-postgres-credentials"): ["database_url"],
         ("llm-engine", "redis-auth"): ["password"],
         ("llm-engine-endpoints", "redis-auth"): ["password"],
+        ("llm-engine", "redis-ca"): ["ca.crt"],
+        ("llm-engine-endpoints", "redis-ca"): ["ca.crt"],
         ("llm-engine", "llm-engine-s3"): ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
         ("llm-engine-endpoints", "llm-engine-s3"): [],
         ("llm-engine", "regcred"): [],
         ("llm-engine-endpoints", "regcred"): [],
     }
     without_keda = me.secret_references(values(), "llm-engine", "llm-engine-endpoints")
-    assert ("llm-engine-endpoints", "redis-auth") not in {(r["namespace"], r["name"]) for r in without_keda}
+    places = {(r["namespace"], r["name"]) for r in without_keda}
+    assert ("llm-engine-endpoints", "redis-auth") not in places
+    assert ("llm-engine-endpoints", "redis-ca") not in places and ("llm-engine", "redis-ca") in places
+
+
+REDIS_TLS = {"host": "redis.llm-engine.svc", "port": 6380, "tls": True, "ca_secret_name": "redis-ca",
+             "ca_secret_key": "tls-ca.pem", "password_secret_name": "redis-cluster",
+             "password_secret_key": "password", "namespace": "llm-engine", "url_scheme": "rediss"}
+
+
+def test_tls_redis_mounts_the_ca_into_the_control_plane_and_the_cache_url_verifies_with_it():
+    result = values(redis=dict(REDIS_TLS), redis_ca_mount_dir="/run/redis-ca")
+    assert result["extraVolumes"] == [{"name": "llmops-redis-ca", "secret": {
+        "secretName": "redis-ca", "items": [{"key": "tls-ca.pem", "path": "ca.crt"}], "defaultMode": 0o444}}]
+    assert result["extraVolumeMounts"] == [{"name": "llmops-redis-ca", "mountPath": "/run/redis-ca",
+                                            "readOnly": True}]
+    url = result["config"]["values"]["launch"]["cache_redis_onprem_url"]
+    assert url == ("rediss://redis.llm-engine.svc:6380/15?ssl_cert_reqs=required"
+                   "&ssl_ca_certs=%2Frun%2Fredis-ca%2Fca.crt")
+    assert "none" not in url.lower()
+    # the password stays a Secret reference (LLM Engine adds REDIS_AUTH_TOKEN to the cache URL)
+    assert "@" not in url
+    assert result["redis"]["enableTLS"] is True and result["redis"]["authSecretName"] == "redis-cluster"
+    assert me.redis_ca_secret(result) == {"name": "redis-ca", "key": "tls-ca.pem"}
+
+
+def test_tls_without_a_ca_secret_verifies_against_the_system_store():
+    result = values(redis=dict(REDIS_TLS, ca_secret_name=None))
+    assert "extraVolumes" not in result and "extraVolumeMounts" not in result
+    assert result["config"]["values"]["launch"]["cache_redis_onprem_url"] == (
+        "rediss://redis.llm-engine.svc:6380/15?ssl_cert_reqs=required")
+    assert me.redis_ca_secret(result) is None
+
+
+def test_plain_redis_mounts_nothing():
+    result = values(redis=dict(REDIS_TLS, tls=False, url_scheme="redis"))
+    assert "extraVolumes" not in result
+    assert result["config"]["values"]["launch"]["cache_redis_onprem_url"] == "redis://redis.llm-engine.svc:6380/15"
+    assert me.keda_redis_auth(result, True) == {"name": "redis-cluster", "key": "password"}
+
+
+def test_keda_auth_carries_the_ca_only_with_tls_and_keda():
+    result = values(redis=dict(REDIS_TLS))
+    assert me.keda_redis_auth(result, True) == {"name": "redis-cluster", "key": "password",
+                                                "ca": {"name": "redis-ca", "key": "tls-ca.pem"}}
+    assert me.keda_redis_auth(result, False) is None
+
+
+def test_bad_redis_tls_inputs_are_named():
+    with pytest.raises(me.ModelEngineInputError) as info:
+        me.build_values(inputs(redis=dict(REDIS_TLS, url_scheme="redis", ca_secret_name="Bad_Name"),
+                               redis_ca_mount_dir="relative/dir"))
+    text = str(info.value)
+    assert "redis_connection.tls is true but url_scheme is 'redis'" in text
+    assert "redis_connection.ca_secret_name: 'Bad_Name' is not a valid Secret name" in text
+    assert "model_engine_redis_ca_mount_dir 'relative/dir' must be an absolute path" in text
 
 
 def test_missing_secrets_names_secret_and_key_never_values():
     refs = me.secret_references(values(), "llm-engine", "llm-engine-endpoints")
     found = {"llm-engine/llm-engine-postgres-credentials": ["url"],
              "llm-engine/redis-auth": ["password"],
+             "llm-engine/redis-ca": ["ca.crt", "tls.crt"],
              "llm-engine/llm-engine-s3": ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
              "llm-engine-endpoints/llm-engine-s3": None}
     problems = me.missing_secrets(refs, found)
