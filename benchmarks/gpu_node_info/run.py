@@ -13,7 +13,8 @@ Ready, then measures in alternating order, R rounds each:
 
 Wall time comes from a monotonic clock around each process, peak RSS from wait4() of that process.
 The nodes are deleted at the end (also after a failure); --keep leaves them.
-Writes benchmarks/gpu_node_info/RESULTS.md.
+Writes benchmarks/gpu_node_info/RESULTS.md and results.json (format: benchmarks/run_all.py): one row per
+command against kubectl's median.
 
 Usage:
   python benchmarks/gpu_node_info/run.py                 # 2,000 nodes, 5 rounds
@@ -45,6 +46,7 @@ from tests.conftest import _link_collection  # noqa: E402 - after the repository
 _link_collection()
 from ansible_collections.llmops.serving.plugins.module_utils.gpu import gpu_resource_vendor  # noqa: E402 - after the repository root is on sys.path
 
+from benchmarks.run_all import machine, row, write_results  # noqa: E402 - after the repository root is on sys.path
 from tests.helpers.sandbox import load_env, process_env  # noqa: E402 - after the repository root is on sys.path
 
 VENV_PY = sys.executable
@@ -52,6 +54,7 @@ VENV_BIN = os.path.dirname(VENV_PY)
 RUN_LABEL = "llmops.bench/run"
 TAINT = {"key": "llmops.bench/only", "value": "true", "effect": "NoSchedule"}
 GOAL_RATIO = 1.5
+RATIO_MEANS = "ours/anchor (median time; below 1: ours faster)"
 
 
 # ---- nodes -----------------------------------------------------------------------------------
@@ -189,13 +192,34 @@ def summary_row(name, samples, kubectl_median=None):
         name, len(samples), median, min(times), max(times), statistics.median(rss), ratio)
 
 
+def result_rows(samples, total_nodes):
+    """results.json rows: module, module with include_allocations, end to end, each against kubectl's median."""
+    kubectl_median = statistics.median(s[0] for s in samples["kubectl"])
+    anchor = "kubectl get nodes -o json: %.2f s" % kubectl_median
+    goal = "<= %.1fx" % GOAL_RATIO
+    rows = []
+    for key, metric, row_goal, notes in (
+            ("module", "gpu_node_info, %d nodes (module process)" % total_nodes, goal, ""),
+            ("module+pods", "gpu_node_info include_allocations, %d nodes (module process)" % total_nodes, goal,
+             "also lists pods (few here: the benchmark nodes are tainted); the anchor lists nodes only"),
+            ("ansible", "ansible localhost -m gpu_node_info, %d nodes (end to end)" % total_nodes,
+             "none (informational)", "includes the Ansible controller start-up and AnsiballZ packaging")):
+        median = statistics.median(s[0] for s in samples[key])
+        ratio = median / kubectl_median
+        met = ratio <= GOAL_RATIO if row_goal == goal else None
+        rows.append(row(metric, "%.2f s (median of %d)" % (median, len(samples[key])), anchor, round(ratio, 3),
+                        RATIO_MEANS, row_goal, met, notes))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description="gpu_node_info vs kubectl get nodes -o json")
     parser.add_argument("--nodes", type=int, default=2000, help="kwok nodes to add (default 2000)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--adhoc-rounds", type=int, default=2, help="rounds of the end-to-end ansible call")
     parser.add_argument("--keep", action="store_true", help="leave the benchmark nodes in the cluster")
-    parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"))
+    parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"),
+                        help="RESULTS.md path; results.json goes next to it")
     opts = parser.parse_args()
 
     senv = load_env()
@@ -284,14 +308,14 @@ def main():
             "- Rounds alternate the order of the commands; a warm-up call of each is not counted.",
             "- Peak RSS: `ru_maxrss` of that process from wait4(); for the end-to-end row it is the largest "
             "process of the ansible tree (controller or module).",
-            "- Machine: %s, Python %s, %d CPUs, load average at the end %s." % (
-                platform.platform(), platform.python_version(), os.cpu_count() or 0,
-                ", ".join("%.1f" % x for x in os.getloadavg())),
+            "- Machine: %s; %s, Python %s." % (machine(), platform.platform(), platform.python_version()),
             "- Date: %s" % time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "",
         ]
         with open(opts.output, "w", encoding="utf-8") as handle:
             handle.write("\n".join(lines))
+        write_results(os.path.dirname(os.path.abspath(opts.output)), result_rows(samples, total_nodes),
+                      name="gpu_node_info")
         print("\n".join(lines))
         return 0
     finally:
