@@ -8,6 +8,8 @@ the answer (status, headers such as ``Retry-After``, body). When the client has 
 a request (its timeout), relaying fails quietly, as it would for a real gateway.
 """
 
+import base64
+import binascii
 import http.client
 import threading
 import time
@@ -27,8 +29,8 @@ class GatewayProxy:
         self.upstream_port = parts.port or 80
         self._entries = []
         self._lock = threading.Lock()
-        # called with (method, path) as each request arrives, before it is forwarded: lets a test
-        # arrange the gateway's answer relative to the moment the client calls
+        # called with (method, path, user) as each request arrives, before it is forwarded: lets a
+        # test arrange the gateway's answer relative to the moment the client calls
         self.on_arrival = None
         proxy = self
 
@@ -59,10 +61,11 @@ class GatewayProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def arrivals(self, method=None, path=None):
-        """(monotonic arrival time, method, path, upstream status, wall-clock arrival time) of each request."""
+    def arrivals(self, user, method=None, path=None):
+        """(monotonic arrival time, method, path, upstream status, wall-clock arrival time) of each
+        request of ``user``, oldest first."""
         with self._lock:
-            entries = list(self._entries)
+            entries = [tuple(e[:5]) for e in self._entries if e[5] == user]
         return [e for e in entries if (method is None or e[1] == method) and (path is None or e[2] == path)]
 
     def _forward(self, handler):
@@ -71,11 +74,12 @@ class GatewayProxy:
         body = handler.rfile.read(length) if length else None
         headers = dict((k, v) for k, v in handler.headers.items() if k.lower() not in HOP_BY_HOP)
         path = urlsplit(handler.path).path
-        entry = [arrived, handler.command, path, None, wall]
+        user = _basic_user(handler.headers.get("Authorization"))
+        entry = [arrived, handler.command, path, None, wall, user]
         with self._lock:
             self._entries.append(entry)
         if self.on_arrival is not None:
-            self.on_arrival(handler.command, path)
+            self.on_arrival(handler.command, path, user)
         connection = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=120)
         try:
             connection.request(handler.command, handler.path, body=body, headers=headers)
@@ -96,3 +100,13 @@ class GatewayProxy:
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client timed out and left: the answer is lost, as the drill intends
         handler.close_connection = True
+
+
+def _basic_user(header):
+    """The user id of an HTTP Basic header (LLM Engine's username; the password is empty)."""
+    if not header or not header.startswith("Basic "):
+        return None
+    try:
+        return base64.b64decode(header[len("Basic "):]).decode("utf-8").split(":", 1)[0]
+    except (binascii.Error, UnicodeDecodeError):
+        return None
