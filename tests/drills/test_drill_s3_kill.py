@@ -1,0 +1,397 @@
+"""Drill: the S3 server is killed (SIGKILL) mid-push and mid-pull (issue 10).
+
+What ``s3_model_stage`` promises, and what each test shows against a real MinIO that is really killed
+while bytes flow (a throwaway server on its own port and data dir, restarted on the same data dir):
+
+- the interrupted run fails with a message naming the endpoint and the bucket and saying what a
+  re-run does; the re-run completes (a push resumes its multipart uploads) and leaves no temporary
+  file, no journal entry and no unfinished multipart upload behind;
+- at no moment is a model with a manifest incomplete or corrupt: a watcher thread reads the bucket
+  (push) or the destination directory (pull) every 50 ms during the whole drill and, whenever a
+  manifest is there, checks the size and SHA-256 of every file it lists (see s3_watch.py);
+- re-publishing a model that already has a manifest: the push deletes the old manifest before it
+  writes the first object under it, and writes the new one after the last, so readers see the old
+  model (consistent), then no model (pull/verify refuse it), then the new model, never a mix;
+- pull downloads into temporary files and renames them only after all are verified, so a killed
+  pull leaves the destination as it was.
+"""
+
+import json
+import os
+import sys
+import time
+
+import pytest
+
+from tests.drills.s3_watch import (
+    MANIFEST,
+    BucketWatcher,
+    DirWatcher,
+    dir_digest,
+    fast_client,
+    multipart_progress,
+    partial_bytes_written,
+    partial_files,
+    pending_uploads,
+)
+from tests.integration.s3_helpers import THROWAWAY_PASSWORD, ThrowawayMinio, run_stage, start_stage
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures"))
+from make_tiny_model import make_tiny_model  # noqa: E402 - importable only after the fixtures dir is on sys.path
+
+MIB = 1024 * 1024
+PREFIX = "models/drill"
+SHARDS = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+# hidden=768, vocab=16384: two ~24 MiB shards = 5 parts of 5 MiB each, ~49 MiB in all.
+BIG = {"hidden": 768, "vocab": 16384}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One throwaway MinIO for the drill; each test kills it and starts it again on the same data dir."""
+    minio = ThrowawayMinio(str(tmp_path_factory.mktemp("drill-minio"))).start()
+    yield minio
+    minio.destroy()
+
+
+@pytest.fixture
+def live(server):
+    if server.proc is None or server.proc.poll() is not None:
+        restart(server)
+    return server
+
+
+def restart(server):
+    server.proc = None
+    server.start()
+
+
+def wait_until(condition, what, proc=None, timeout=120, interval=0.005):
+    """Poll ``condition()`` until it returns a true value; fail naming ``what`` when the module ended
+    first (the kill would not land mid-transfer) or after ``timeout``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail("the module ended before %s (rc=%s):\n%s\n%s"
+                        % (what, proc.returncode, out[-2000:], err[-2000:]))
+        time.sleep(interval)
+    pytest.fail("timed out waiting for %s" % what)
+
+
+def finish(proc, timeout=300):
+    """Wait for a start_stage() run; return (module result, stdout + stderr)."""
+    out, err = proc.communicate(timeout=timeout)
+    result = None
+    try:
+        for play in json.loads(out).get("plays", []):
+            for task in play.get("tasks", []):
+                if task["task"]["name"] == "stage":
+                    result = task["hosts"]["localhost"]
+    except ValueError:
+        pass
+    assert result is not None, "no module result: rc=%s\n%s\n%s" % (proc.returncode, out[-3000:], err[-3000:])
+    return result, out + err
+
+
+def stage_args(mode, bucket, cache, **extra):
+    args = {"mode": mode, "bucket": bucket, "prefix": PREFIX, "cache_dir": str(cache), "concurrency": 2,
+            "part_size": "5MiB"}
+    args.update(extra)
+    return args
+
+
+def shard_keys():
+    return ["%s/%s" % (PREFIX, name) for name in SHARDS]
+
+
+def bucket_keys(client, bucket):
+    listing = client.list_objects_v2(Bucket=bucket, Prefix=PREFIX + "/")
+    return sorted(o["Key"] for o in listing.get("Contents", []) or [])
+
+
+def manifest_id(client, bucket):
+    import hashlib
+
+    raw = client.get_object(Bucket=bucket, Key="%s/%s" % (PREFIX, MANIFEST))["Body"].read()
+    return hashlib.sha256(raw).hexdigest()
+
+
+def assert_clean_cache(cache):
+    """Nothing transient left in the cache dir: no journal of an unfinished upload, no temp file."""
+    leftovers = []
+    for dirpath, _dirs, names in os.walk(cache):
+        for name in names:
+            rel = os.path.relpath(os.path.join(dirpath, name), cache)
+            if rel != "sha256-cache.json":
+                leftovers.append(rel)
+    assert leftovers == [], "left in the cache dir after a successful run: %s" % leftovers
+
+
+def assert_watch_ok(watcher, started, ended):
+    assert watcher.violations == [], "a reader saw a manifest whose files did not match: %s" % watcher.violations[:3]
+    polls = watcher.count(started, ended)
+    assert polls > 0, "the watcher made no observation while the module ran"
+    return polls
+
+
+@pytest.mark.slow
+def test_push_killed_mid_transfer_resumes_and_never_shows_a_partial_model(live, tmp_path):
+    server = live
+    admin = fast_client(server.conn())
+    bucket = "drill-push"
+    admin.create_bucket(Bucket=bucket)
+    model = tmp_path / "model"
+    make_tiny_model(str(model), seed=5, **BIG)
+    expected = dir_digest(str(model))
+    cache = tmp_path / "cache"
+    args = stage_args("push", bucket, cache, src=str(model), concurrency=1)
+
+    watcher = BucketWatcher(server.conn(), bucket, PREFIX)
+    watcher.start()
+    started = time.time()
+    proc = start_stage(server.conn(), **args)
+    # One part at a time: after 2 parts of the first shard, 8 of the 10 parts are still to go.
+    parts = wait_until(lambda: sum(multipart_progress(admin, bucket, shard_keys()).values()) >= 2 and
+                       sum(multipart_progress(admin, bucket, shard_keys()).values()),
+                       "2 parts were uploaded", proc)
+    server.kill()
+    killed = time.time()
+    result, text = finish(proc)
+    ended = time.time()
+    assert parts
+    assert result.get("failed") is True, "the push survived its server being killed: %s" % result
+    msg = result["msg"]
+    assert server.endpoint in msg and repr(bucket) in msg, msg
+    assert "re-run to resume" in msg, msg
+    assert THROWAWAY_PASSWORD not in text
+
+    restart(server)
+    assert "%s/%s" % (PREFIX, MANIFEST) not in bucket_keys(admin, bucket), "an interrupted push wrote its manifest"
+    assert pending_uploads(admin, bucket, shard_keys()), "the killed push left no multipart upload to resume"
+
+    rerun_started = time.time()
+    resumed = run_stage(server.conn(), **args)
+    rerun_ended = time.time()
+    assert resumed.get("failed") is not True, resumed.get("msg")
+    assert resumed["changed"] is True and resumed["parts_resumed"] >= 2, resumed
+    watcher.stop()
+
+    polls = assert_watch_ok(watcher, started, ended) + watcher.count(rerun_started, rerun_ended)
+    assert watcher.count(started, ended, kinds=("absent",)) > 0, "the watcher never read the bucket mid-push"
+    final = watcher.observe_once()
+    assert final == ("manifest", (manifest_id(admin, bucket), [])), final
+    print("push drill: killed after %d parts; push %.1fs (%.1fs after the kill), re-run %.1fs; %d observations "
+          "while the module ran, %d consistent manifest reads, %.0f MiB read"
+          % (parts, ended - started, ended - killed, rerun_ended - rerun_started, polls,
+             sum(watcher.checked.values()) + 1, watcher.bytes_read / MIB))
+
+    assert pending_uploads(admin, bucket, shard_keys()) == []
+    assert admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert_clean_cache(str(cache))
+    dest = tmp_path / "pulled"
+    pulled = run_stage(server.conn(), **stage_args("pull", bucket, tmp_path / "pcache", dest=str(dest)))
+    assert pulled.get("failed") is not True, pulled.get("msg")
+    got = dir_digest(str(dest))
+    assert got.pop(MANIFEST)[0] > 0
+    assert got == expected
+
+
+@pytest.mark.slow
+def test_pull_killed_mid_transfer_leaves_dest_untouched_and_rerun_completes(live, tmp_path):
+    server = live
+    admin = fast_client(server.conn())
+    bucket = "drill-pull"
+    admin.create_bucket(Bucket=bucket)
+    model = tmp_path / "model"
+    make_tiny_model(str(model), seed=7, **BIG)
+    expected = dir_digest(str(model))
+    total = sum(size for size, _sha in expected.values())
+    pushed = run_stage(server.conn(), **stage_args("push", bucket, tmp_path / "push-cache", src=str(model)))
+    assert pushed.get("failed") is not True, pushed.get("msg")
+
+    dest = tmp_path / "dest"
+    cache = tmp_path / "pull-cache"
+    args = stage_args("pull", bucket, cache, dest=str(dest), concurrency=1)
+    watcher = DirWatcher(str(dest))
+    watcher.start()
+    started = time.time()
+    proc = start_stage(server.conn(), **args)
+    written = wait_until(lambda: partial_bytes_written(str(dest)) >= 8 * MIB and partial_bytes_written(str(dest)),
+                         "8 MiB were downloaded", proc, interval=0.002)
+    server.kill()
+    killed = time.time()
+    result, text = finish(proc)
+    ended = time.time()
+    assert written < total
+    assert result.get("failed") is True, "the pull survived its server being killed: %s" % result
+    msg = result["msg"]
+    assert server.endpoint in msg and repr(bucket) in msg, msg
+    # Which download reports first depends on the interleaving: any file of the model.
+    assert "downloading %s/" % PREFIX in msg and "server is running" in msg, msg
+    assert THROWAWAY_PASSWORD not in text
+    # Nothing was renamed into place and the temporary files are gone: dest is as it was (empty).
+    assert partial_files(str(dest)) == []
+    assert dir_digest(str(dest)) == {}, "a killed pull left files in dest"
+
+    restart(server)
+    rerun_started = time.time()
+    pulled = run_stage(server.conn(), **args)
+    rerun_ended = time.time()
+    assert pulled.get("failed") is not True, pulled.get("msg")
+    assert pulled["changed"] is True and sorted(pulled["transferred"]) == sorted(expected)
+    watcher.stop()
+
+    polls = assert_watch_ok(watcher, started, ended) + watcher.count(rerun_started, rerun_ended)
+    final = watcher.observe_once()
+    assert final[0] == "manifest" and final[1][1] == [], final
+    got = dir_digest(str(dest))
+    assert got.pop(MANIFEST)[0] > 0
+    assert got == expected
+    assert partial_files(str(dest)) == []
+    assert_clean_cache(str(cache))
+    print("pull drill: killed after %.1f of %.1f MiB; pull %.1fs (%.1fs after the kill), re-run %.1fs; %d observations "
+          "while the module ran; message: %s" % (written / MIB, total / MIB, ended - started, ended - killed,
+                                                 rerun_ended - rerun_started, polls, msg))
+
+
+def _shard_shas(client, bucket):
+    """shard name -> sha256 metadata of its object in the bucket (None when absent)."""
+    import botocore.exceptions
+
+    out = {}
+    for name in SHARDS:
+        try:
+            out[name] = client.head_object(Bucket=bucket, Key="%s/%s" % (PREFIX, name))["Metadata"].get("sha256")
+        except botocore.exceptions.ClientError:
+            out[name] = None
+    return out
+
+
+@pytest.mark.slow
+def test_republish_killed_midway_never_mixes_old_and_new(live, tmp_path):
+    """A published model re-pushed with new content (same file sizes), server killed when one shard is
+    already new and the other still old. The module deletes the old manifest before its first write
+    under the prefix and writes the new one after its last, so readers see old -> nothing -> new."""
+    server = live
+    admin = fast_client(server.conn())
+    bucket = "drill-republish"
+    admin.create_bucket(Bucket=bucket)
+    model = tmp_path / "model"
+    make_tiny_model(str(model), seed=5, **BIG)
+    old = dir_digest(str(model))
+    cache = tmp_path / "cache"
+    args = stage_args("push", bucket, cache, src=str(model), concurrency=1)
+    first = run_stage(server.conn(), **args)
+    assert first.get("failed") is not True, first.get("msg")
+    v1 = manifest_id(admin, bucket)
+    make_tiny_model(str(model), seed=6, **BIG)
+    new = dir_digest(str(model))
+    assert all(new[s][0] == old[s][0] and new[s][1] != old[s][1] for s in SHARDS), "v2 shards must differ, same size"
+
+    watcher = BucketWatcher(server.conn(), bucket, PREFIX)
+    watcher.start()
+    wait_until(lambda: watcher.checked.get(v1), "the watcher read the published model")
+    started = time.time()
+    proc = start_stage(server.conn(), **args)
+
+    done = []
+
+    def mixed():
+        shas = _shard_shas(admin, bucket)
+        done[:] = [s for s in SHARDS if shas[s] == new[s][1]]
+        if not done:
+            return None
+        rest = ["%s/%s" % (PREFIX, s) for s in SHARDS if s not in done]
+        count = sum(multipart_progress(admin, bucket, rest).values())
+        return count if count >= 2 else None
+
+    parts = wait_until(mixed, "one shard was replaced and the other had 2 new parts", proc)
+    server.kill()
+    result, text = finish(proc)
+    ended = time.time()
+    assert result.get("failed") is True, "the push survived its server being killed: %s" % result
+    assert server.endpoint in result["msg"] and "re-run to resume" in result["msg"], result["msg"]
+
+    restart(server)
+    shas = _shard_shas(admin, bucket)
+    mixes = (sorted([new[SHARDS[0]][1], old[SHARDS[1]][1]]), sorted([old[SHARDS[0]][1], new[SHARDS[1]][1]]))
+    assert sorted(shas.values()) in mixes, "the kill did not leave a mix of old and new shards: %s" % shas
+    # The promise: the old manifest is gone before any object under it changed, so the mix is unreadable.
+    assert "%s/%s" % (PREFIX, MANIFEST) not in bucket_keys(admin, bucket), "the old manifest vouches for a mix"
+    refused = run_stage(server.conn(), **stage_args("pull", bucket, tmp_path / "pc", dest=str(tmp_path / "d")))
+    assert refused.get("failed") is True and "never completely staged" in refused["msg"], refused
+    assert not (tmp_path / "d").exists()
+
+    rerun_started = time.time()
+    resumed = run_stage(server.conn(), **args)
+    rerun_ended = time.time()
+    assert resumed.get("failed") is not True, resumed.get("msg")
+    # The new shard finished before the kill is not sent again (its sha256 metadata vouches for it); of
+    # the other one's parts, the last may have been accepted after the journal was written.
+    assert len(done) == 1 and done[0] not in resumed["transferred"], (done, resumed["transferred"])
+    assert resumed["parts_resumed"] >= parts - 1, resumed
+    watcher.stop()
+    v2 = manifest_id(admin, bucket)
+
+    polls = assert_watch_ok(watcher, started, ended) + watcher.count(rerun_started, rerun_ended)
+    states = watcher.states()
+    published = [s for s in states if s not in ("absent", "down", "torn")]
+    assert published in ([v1, v2], [v1]), "readers saw the manifests in this order: %s" % states
+    assert "absent" in states[states.index(v1):], states
+    assert watcher.observe_once() == ("manifest", (v2, []))
+    assert watcher.checked[v1] >= 1
+    assert pending_uploads(admin, bucket, shard_keys()) == []
+    assert_clean_cache(str(cache))
+    print("republish drill: killed after 1 shard + %d parts; %d observations while the module ran; states %s"
+          % (parts, polls, ["v1" if s == v1 else "v2" if s == v2 else s for s in states]))
+
+
+@pytest.mark.xfail(strict=True, reason="bug: a pull over an older copy renames new files into place while the old "
+                   "local manifest still vouches for the old ones (s3_stage.run_pull / TransferEngine.download)")
+def test_pull_over_an_older_copy_never_shows_the_old_manifest_with_new_files(live, tmp_path, monkeypatch):
+    """The local manifest is the pull's "complete" marker, but a pull that replaces files keeps the old
+    marker until the end: between the first rename and the new manifest, a reader (or a crash) sees
+    the old manifest over new bytes. A spy on os.replace (the real call, then a look at dest) shows
+    it at every rename without any timing luck."""
+    from ansible_collections.llmops.serving.plugins.module_utils import s3_stage
+
+    from tests.integration.s3_helpers import client_for
+
+    server = live
+    admin = fast_client(server.conn())
+    bucket = "drill-repull"
+    admin.create_bucket(Bucket=bucket)
+    model = tmp_path / "model"
+    dest = tmp_path / "dest"
+    params = {"mode": "pull", "bucket": bucket, "prefix": PREFIX, "dest": str(dest), "src": None, "include": [],
+              "exclude": [], "required_files": None, "delete_extra": False, "concurrency": 2,
+              "part_size": 5 * MIB, "resume": True}
+
+    def ctx():
+        return s3_stage.StageContext(client_for(server.conn(), 2), server.endpoint, str(tmp_path / "cache"))
+
+    for seed in (1, 2):
+        make_tiny_model(str(model), seed=seed)
+        s3_stage.run_push(ctx(), dict(params, mode="push", src=str(model), dest=None))
+        if seed == 1:
+            s3_stage.run_pull(ctx(), params)
+    assert dir_digest(str(dest)) != {}
+
+    real_replace = os.replace
+    seen = []
+
+    def spy(src, dst, *args, **kwargs):
+        real_replace(src, dst, *args, **kwargs)
+        if os.path.dirname(os.path.abspath(dst)) == str(dest) and not dst.endswith(MANIFEST):
+            seen.append(DirWatcher(str(dest)).observe_once())
+
+    monkeypatch.setattr(s3_stage.os, "replace", spy)
+    pulled = s3_stage.run_pull(ctx(), params)
+    monkeypatch.undo()
+    assert pulled["changed"] is True and len(seen) >= 2
+    bad = [obs for obs in seen if obs[0] == "manifest" and obs[1][1]]
+    assert bad == [], "after a rename, the local manifest vouched for files that do not match it: %s" % bad[0][1][1]
