@@ -1208,7 +1208,11 @@ def _resolve_model(report, model, settings, seen):
     extra_labels.update(model.get("labels") or {})
     for key, value in extra_labels.items():
         if not isinstance(value, str) or not LABEL_VALUE_RE.match(value) or len(value) > 63:
-            report.error("vllm_models[%s].labels: %s=%r is not a valid Kubernetes label value" % (name, key, value))
+            report.error(
+                "vllm_models[%s].labels: %s=%r is not a valid Kubernetes label value: use a string of at most 63 "
+                "characters [A-Za-z0-9-_.] starting and ending alphanumeric (or empty), e.g. platform"
+                % (name, key, value)
+            )
         elif key not in labels:
             labels[key] = value
     spec["labels"] = labels

@@ -132,10 +132,11 @@ def gateway_snapshot():
     import urllib.request
 
     env = load_env()
-    request = urllib.request.Request(env["SANDBOX_LLM_ENGINE_URL"].rstrip("/") + "/v1/llm/model-endpoints")
+    url = env["SANDBOX_LLM_ENGINE_URL"].rstrip("/") + "/v1/llm/model-endpoints"
+    request = urllib.request.Request(url)  # noqa: S310 - the sandbox env file's own http URL
     token = base64.b64encode((env["SANDBOX_LLM_ENGINE_USER"] + ":").encode()).decode()
     request.add_header("Authorization", "Basic " + token)
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - the sandbox's own http URL
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - the sandbox env file's own http URL
         body = json.loads(response.read())
     return dict((item["name"], json.dumps(item, sort_keys=True)) for item in body.get("model_endpoints", []))
 
@@ -147,7 +148,7 @@ def dir_snapshot(*roots):
         if not os.path.exists(root):
             state[root] = None
             continue
-        for parent, dirs, files in os.walk(root):
+        for parent, _dirs, files in os.walk(root):
             state[parent] = "dir"
             for name in files:
                 path = os.path.join(parent, name)

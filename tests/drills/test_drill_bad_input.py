@@ -26,8 +26,8 @@ import pytest
 from tests.drills.badinput_state import (
     ClusterState,
     bucket_snapshot,
-    dir_snapshot,
     differences,
+    dir_snapshot,
     gateway_snapshot,
 )
 from tests.helpers.sandbox import REPO_ROOT, load_env, run_playbook, task_results, total_changed
@@ -222,7 +222,8 @@ CASES = [
      [r"storage 5000Gi is more than LLM Engine allows per worker on nvidia-tesla-t4", r"request at most"]),
     ("llm_endpoint-unknown-gpu-type", module_case("llm_endpoint", endpoint(gpu_type="nvidia-ada-l40")),
      [r"gpu_type must be one of", r"nvidia-tesla-t4.*got: nvidia-ada-l40"]),
-    ("llm_endpoint-engine-arg-misspelled", module_case("llm_endpoint", endpoint(engine_args={"max_model_length": 2048})),
+    ("llm_endpoint-engine-arg-misspelled", module_case("llm_endpoint", endpoint(
+        engine_args={"max_model_length": 2048})),
      [r"max_model_length", r"Supported parameters include:.*max_model_len"]),
     ("llm_endpoint-invalid-label-value", module_case("llm_endpoint", endpoint(
         labels={"team": "Platform Team!", "product": "drill"})),
@@ -342,9 +343,10 @@ def failure_messages(run):
                     for key in ("argument_errors", "errors"):
                         if item.get(key):
                             messages.append(json.dumps(item[key]))
-                    if item.get("exception") or item.get("module_stderr"):
-                        crashes.append("%s: %s" % (task["task"]["name"], item.get("exception") or
-                                                   item.get("module_stderr")))
+                    # fail_json() sets exception to "(traceback unavailable)"; a crash has a traceback.
+                    trace = str(item.get("exception") or "") + str(item.get("module_stderr") or "")
+                    if "Traceback" in trace or "MODULE FAILURE" in str(item.get("msg")):
+                        crashes.append("%s: %s" % (task["task"]["name"], trace[-3000:]))
     if not messages:
         messages.append(run["stderr"])
     return "\n".join(messages), crashes
