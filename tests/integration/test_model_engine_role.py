@@ -354,3 +354,95 @@ def kubectl_served_apis():
         index = next(i for i, part in enumerate(parts) if part in ("true", "false"))
         result.setdefault(parts[index - 1], {})[parts[index + 1]] = {}
     return result
+
+
+@pytest.fixture()
+def served_platform(sandbox_env):
+    """Namespaces with TLS Redis Secrets (password + CA), and Istio's and KEDA's real CRDs served.
+
+    The CRDs are cluster-wide: they are removed again afterwards (and the test removes them itself
+    half-way to see the objects dropped)."""
+    from tests.sandbox import crds
+
+    for namespace in _leftover_release_namespaces():
+        _cleanup_release(namespace)
+    suffix = _suffix()
+    cp, ep = "it-me-cp-" + suffix, "it-me-ep-" + suffix
+    created_istio_system = kubectl("get", "namespace", "istio-system", check=False).returncode != 0
+    objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+               for ns in (cp, ep) + (("istio-system",) if created_istio_system else ())]
+    pem = "-----BEGIN CERTIFICATE-----\nstandin\n-----END CERTIFICATE-----\n"
+    s3_keys = {"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio-secret"}
+    for ns in (cp, ep):
+        objects += [_secret(ns, "redis-cluster", {"password": "redis-pw"}),
+                    _secret(ns, "redis-ca", {"ca.crt": pem}), _secret(ns, "llm-engine-s3", s3_keys)]
+    objects.append(_secret(cp, "llm-engine-postgres-credentials",
+                           {"database_url": "postgresql://llm:pw@postgres.%s:5432/llm_engine" % cp}))
+    _apply(*objects)
+    for addon in ("istio", "keda"):
+        crds.install(addon)
+    yield {"cp": cp, "ep": ep, "helm": sandbox_env["SANDBOX_HELM"], "kubeconfig": sandbox_env["KUBECONFIG"],
+           "crds": crds}
+    _cleanup_release(cp)
+    for addon in ("istio", "keda"):
+        crds.remove(addon)
+    namespaces = [cp, ep] + (["istio-system"] if created_istio_system else [])
+    kubectl("delete", "namespace", *namespaces, "--wait=false", "--ignore-not-found", check=False)
+    shutil.rmtree(work_dir(cp), ignore_errors=True)
+
+
+def test_istio_and_keda_served_then_removed(served_platform):
+    cp, ep = served_platform["cp"], served_platform["ep"]
+    tls_redis = {"host": "redis.%s.svc" % cp, "port": 6379, "tls": True, "ca_secret_name": "redis-ca",
+                 "ca_secret_key": "ca.crt", "password_secret_name": "redis-cluster",
+                 "password_secret_key": "password", "namespace": cp, "url_scheme": "rediss"}
+    extra = role_vars(served_platform, redis_connection=tls_redis, model_engine_image_pull_secret="",
+                      model_engine_istio="false")
+
+    first = run(served_platform, extra_vars=extra)
+    assert first["rc"] == 0, failure_text(first)[-6000:]
+    shown = task_results(first, "Show what the post-renderer drops and replaces")[0]["msg"]
+    assert shown["dropped"] == []
+    assert sorted(shown["replaced"]) == ["ClusterRoleBinding model-engine",
+                                         "TriggerAuthentication keda-trigger-auth-redis-secret"]
+    # Helm created them, so the real CRD schemas (server-side validation) accepted them
+    telemetry = kubectl_json("get", "telemetries.telemetry.istio.io", "model-engine-custom-tags", "-n", "istio-system")
+    assert telemetry["spec"]["metrics"][0]["providers"] == [{"name": "prometheus"}]
+    wasm = kubectl_json("get", "wasmplugins.extensions.istio.io", "model-engine-attributegen", "-n", "istio-system")
+    assert wasm["spec"]["phase"] == "AUTHN"
+    trigger = kubectl_json("get", "triggerauthentications.keda.sh", "keda-trigger-auth-redis-secret", "-n", ep)
+    assert trigger["spec"] == {"secretTargetRef": [
+        {"parameter": "password", "name": "redis-cluster", "key": "password"},
+        {"parameter": "ca", "name": "redis-ca", "key": "ca.crt"}]}
+    # the kept Istio documents are the chart's bytes
+    manifest = helm(served_platform, "get", "manifest", "model-engine")
+    assert "# Source: model-engine/templates/istio_metrics.yaml.tpl" in manifest
+    # the CA is mounted where the cache URL says, in every control-plane pod
+    for name in DEPLOYMENTS:
+        spec = kubectl_json("get", "deployment", name, "-n", cp)["spec"]["template"]["spec"]
+        volume = {"name": "llmops-redis-ca", "secret": {"secretName": "redis-ca", "defaultMode": 0o444,
+                                                        "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
+        assert volume in spec["volumes"]
+        assert {"name": "llmops-redis-ca", "mountPath": "/etc/llmops/redis-ca", "readOnly": True} in \
+            spec["containers"][0]["volumeMounts"]
+    launch = yaml.safe_load(kubectl_json("get", "configmap", "model-engine-service-config", "-n", cp)
+                            ["data"]["launch_service_config"])
+    assert launch["cache_redis_onprem_url"] == (
+        "rediss://redis.%s.svc:6379/15?ssl_cert_reqs=required"
+        "&ssl_ca_certs=%%2Fetc%%2Fllmops%%2Fredis-ca%%2Fca.crt" % cp)
+
+    # --- the add-ons go away: a new install drops their objects and says so. (An upgrade of a release
+    # whose stored manifest holds kinds that are no longer served fails in Helm itself: it cannot map
+    # the old objects. Uninstall, or reinstall the CRDs, before removing an add-on.)
+    _cleanup_release(cp)
+    for addon in ("istio", "keda"):
+        served_platform["crds"].remove(addon)
+    second = run(served_platform, extra_vars=extra)
+    assert second["rc"] == 0, failure_text(second)[-6000:]
+    shown = task_results(second, "Show what the post-renderer drops and replaces")[0]["msg"]
+    assert sorted(shown["dropped"]) == ["Telemetry model-engine-custom-tags",
+                                        "TriggerAuthentication keda-trigger-auth-redis-secret",
+                                        "WasmPlugin model-engine-attributegen"]
+    kinds = [doc["kind"] for doc in yaml.safe_load_all(helm(served_platform, "get", "manifest", "model-engine")) if doc]
+    assert "Telemetry" not in kinds and "WasmPlugin" not in kinds and "TriggerAuthentication" not in kinds
+    assert [r["revision"] for r in history(served_platform)] == [1]
