@@ -42,7 +42,7 @@ def secret_values(secrets):
                 out.append((label + " (base64)", encoded))
                 continue
             out.extend(_parts(label, value))
-    return _unique(out)
+    return unique(out)
 
 
 def _parts(label, value):
@@ -63,7 +63,7 @@ def _parts(label, value):
     return parts
 
 
-def _unique(pairs):
+def unique(pairs):
     seen = set()
     out = []
     for label, value in pairs:
