@@ -5,6 +5,7 @@ NetworkPolicy selectors, external mode and teardown."""
 
 import base64
 import json
+import os
 import uuid
 from urllib.parse import unquote, urlsplit
 
@@ -364,5 +365,42 @@ def test_bad_input_fails_before_anything_changes(core):
         with pytest.raises(client.exceptions.ApiException) as excinfo:
             core.read_namespace(namespace)  # not even the namespace was created
         assert excinfo.value.status == 404
+    finally:
+        delete_namespace(core, namespace)
+
+
+def test_redis_without_tls_serves_plain_tcp_with_the_password(core, apps, tmp_path):
+    """TLS off: Ready StatefulSet, no TLS objects, and the pod's own config and probe on a real redis-server."""
+    import redis
+
+    from tests.contract.servers import require_binary
+    from tests.integration.redis_local import PodRedis
+
+    namespace = "it-data-" + uuid.uuid4().hex[:6]
+    try:
+        result = run(namespace, roles=("redis",), redis_tls_enabled=False)
+        assert_ok(result)
+        assert statefulset_seen_ready(result, "redis") == 1
+        assert facts(result)["redis_connection"]["url_scheme"] == "redis"
+        assert facts(result)["redis_connection"]["ca_secret_name"] is None
+        secrets = {s.metadata.name for s in core.list_namespaced_secret(namespace).items}
+        assert secrets.isdisjoint({"redis-tls", "redis-ca", "redis-ca-keypair"}), secrets
+        pod = apps.read_namespaced_stateful_set("redis", namespace).spec.template.spec
+        assert "tls" not in {v.name for v in pod.volumes}
+        server = PodRedis(core, apps, namespace, str(tmp_path))
+        config = server.config_text().splitlines()
+        assert "port %d" % server.port in config and not any(line.startswith("tls-") for line in config)
+        assert "--tls" not in server.probe_command()[-1]
+        server.start(require_binary("redis-server", ["/usr/bin/redis-server"]))
+        try:
+            cli_dir = os.path.dirname(require_binary("redis-cli", ["/usr/bin/redis-cli"]))
+            assert server.run_probe(cli_dir) == 0
+            assert server.run_probe(cli_dir, auth=False) != 0
+            password = server.auth["REDISCLI_AUTH"]
+            assert redis.Redis(host="127.0.0.1", port=server.port, password=password).ping() is True
+            with pytest.raises(redis.exceptions.AuthenticationError):
+                redis.Redis(host="127.0.0.1", port=server.port).ping()
+        finally:
+            server.stop()
     finally:
         delete_namespace(core, namespace)

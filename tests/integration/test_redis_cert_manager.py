@@ -25,7 +25,7 @@ from tests.contract.servers import require_binary
 from tests.contract.test_redis_contract import other_ca
 from tests.helpers.sandbox import kube_client, run_playbook, total_changed
 from tests.integration.redis_local import PodRedis
-from tests.integration.test_data_plane import assert_ok, changed_tasks, statefulset_seen_ready
+from tests.integration.test_data_plane import assert_ok, changed_tasks, failures, statefulset_seen_ready
 from tests.sandbox import cert_manager_standin, crds
 
 pytestmark = pytest.mark.sandbox
@@ -63,12 +63,26 @@ def deployed(sandbox_env):
             state["versions_after_second"] = {
                 name: core.read_namespaced_secret(name, namespace).metadata.resource_version for name in SECRETS}
             state["server_cert_after_second"] = cert_object(custom, namespace, "redis-server")
+            state["checksum"] = pod_checksum(apps, namespace)
+            state["data"] = {name: secret_data(core, namespace, name) for name in ("redis-tls", "redis-ca",
+                                                                                   "redis-ca-keypair")}
+        # A new SAN while no controller issues: Ready=True still stands for the old generation.
+        state["stalled"] = run_redis(namespace, redis_wait=False, redis_tls_extra_sans=["redis.example.internal"],
+                                     redis_tls_cert_manager_wait_timeout=6)
+        state["checksum_after_stalled"] = pod_checksum(apps, namespace)
+        with cert_manager_standin.running(sandbox_env, resync=2.0):
+            state["changed"] = run_redis(namespace, redis_wait=False, redis_tls_extra_sans=["redis.example.internal"])
             yield state
     finally:
         try:
             core.delete_namespace(namespace)
         finally:
             crds.remove("cert-manager", sandbox_env)
+
+
+def pod_checksum(apps, namespace):
+    sts = apps.read_namespaced_stateful_set("redis", namespace)
+    return sts.spec.template.metadata.annotations["llmops.serving/config-checksum"]
 
 
 def cert_object(custom, namespace, name):
@@ -112,11 +126,10 @@ def test_statefulset_mounts_the_issued_secret(deployed):
 
 
 def test_issued_certificate_names_the_service_and_chains_to_the_client_ca(deployed):
-    ns, core = deployed["ns"], deployed["core"]
-    tls = secret_data(core, ns, "redis-tls")
-    client_ca = secret_data(core, ns, "redis-ca")
+    ns, data = deployed["ns"], deployed["data"]
+    tls, client_ca = data["redis-tls"], data["redis-ca"]
     assert set(client_ca) == {"ca.crt"}  # clients get the CA, never a key
-    assert client_ca["ca.crt"] == tls["ca.crt"] == secret_data(core, ns, "redis-ca-keypair")["tls.crt"]
+    assert client_ca["ca.crt"] == tls["ca.crt"] == data["redis-ca-keypair"]["tls.crt"]
     cert = x509.load_pem_x509_certificate(tls["tls.crt"])
     cert.verify_directly_issued_by(x509.load_pem_x509_certificate(client_ca["ca.crt"]))
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -190,3 +203,20 @@ def test_the_pod_probe_passes_only_with_the_password(pod_redis):
     assert pod_redis.run_probe(cli_dir) == 0
     assert pod_redis.run_probe(cli_dir, kind="liveness") == 0
     assert pod_redis.run_probe(cli_dir, auth=False) != 0
+
+
+def test_a_new_san_waits_for_the_reissue_and_rolls_the_pod(deployed):
+    stalled = deployed["stalled"]
+    assert stalled["rc"] != 0
+    message = " ".join(failures(stalled))
+    assert "did not issue Certificate %s/redis-server for its current spec" % deployed["ns"] in message
+    assert deployed["checksum_after_stalled"] == deployed["checksum"]  # nothing rolled onto the old certificate
+    changed = deployed["changed"]
+    assert_ok(changed)
+    ns, core = deployed["ns"], deployed["core"]
+    cert = x509.load_pem_x509_certificate(secret_data(core, ns, "redis-tls")["tls.crt"])
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert "redis.example.internal" in names
+    assert cert_object(deployed["custom"], ns, "redis-server")["status"]["revision"] == 2
+    # the pod template carries the new certificate's checksum, so the pod rolls onto it
+    assert pod_checksum(deployed["apps"], ns) != deployed["checksum"]
