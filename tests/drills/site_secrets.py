@@ -117,8 +117,8 @@ def scan(output, values):
             where = output.find(text)
             if where >= 0:
                 hits.append("%s as %s at offset %d: ...%s[SECRET]%s..." % (
-                    label, name, where, _mask(output[max(0, where - 60):where], values),
-                    _mask(output[where + len(text):where + len(text) + 60], values)))
+                    label, name, where, _context(output, where - 60, where, values),
+                    _context(output, where + len(text), where + len(text) + 60, values)))
                 continue
             flat = _squeeze(text)
             if len(flat) >= MIN_LENGTH and flat in squeezed:
@@ -126,8 +126,28 @@ def scan(output, values):
     return hits
 
 
-def _mask(text, values):
+_TOKEN = re.compile(r"[A-Za-z0-9+/=_%.~-]{12,}")
+
+
+def _context(output, start, end, values):
+    """output[start:end] with every secret form masked, also forms cut off at the window's edges
+    (masked in a wider window first), and any remaining long token that could be part of one."""
+    start = max(0, start)
+    margin = max([len(text) for _label, value in values for text in forms(value).values()] + [0])
+    lead = max(0, start - margin)
+    window = output[lead:end + margin]
+    spans = []
     for _label, value in values:
-        for form in forms(value).values():
-            text = text.replace(form, "[SECRET]")
+        for text in forms(value).values():
+            found = window.find(text)
+            while found >= 0:
+                spans.append((found, found + len(text)))
+                found = window.find(text, found + 1)
+    chars = list(window)
+    for first, last in spans:
+        chars[first:last] = ["\0"] * (last - first)
+    text = "".join(chars)[start - lead:end - lead]
+    text = re.sub("\x00+", "[SECRET]", text)
+    text = _TOKEN.sub(lambda match: match.group(0) if match.group(0).isalpha() or match.group(0).isupper()
+                      else "[TOKEN]", text)
     return text.replace("\n", "\\n")
