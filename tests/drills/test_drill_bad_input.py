@@ -281,7 +281,8 @@ CASES = [
 
     # model_staging
     ("model_staging-missing-config-json", role_case("model_staging", lambda w: {"model_staging_models": [
-        {"name": "drill-ok", "src": w.model_ok, "prefix": PREFIX},
+        # The good model goes to a new prefix: pushing it before the bad one fails would change the bucket.
+        {"name": "drill-ok", "src": w.model_ok, "prefix": "drill-badinput/ok-new"},
         {"name": "drill-no-config", "src": w.model_no_config, "prefix": "drill-badinput/no-config"}]}),
      [r"model drill-no-config: .*config\.json is missing", r"needs its config\.json"]),
     ("model_staging-bad-credentials", role_case("model_staging", lambda w: {
