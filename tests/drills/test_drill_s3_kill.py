@@ -14,6 +14,10 @@ while bytes flow (a throwaway server on its own port and data dir, restarted on 
   model (consistent), then no model (pull/verify refuse it), then the new model, never a mix;
 - pull downloads into temporary files and renames them only after all are verified, so a killed
   pull leaves the destination as it was.
+
+Known gaps, kept visible as xfail: a pull over an older copy keeps the old local manifest while it
+renames new files into place (strict xfail below), and a pull's failure message does not say what
+a re-run does (imperative xfail at the end of the pull drill, after all its safety checks passed).
 """
 
 import json
@@ -168,6 +172,7 @@ def test_push_killed_mid_transfer_resumes_and_never_shows_a_partial_model(live, 
     assert server.endpoint in msg and repr(bucket) in msg, msg
     assert "re-run to resume" in msg, msg
     assert THROWAWAY_PASSWORD not in text
+    assert watcher.violations == [], "while the push ran, a reader saw: %s" % watcher.violations[:3]
 
     restart(server)
     assert "%s/%s" % (PREFIX, MANIFEST) not in bucket_keys(admin, bucket), "an interrupted push wrote its manifest"
@@ -233,6 +238,7 @@ def test_pull_killed_mid_transfer_leaves_dest_untouched_and_rerun_completes(live
     # Which download reports first depends on the interleaving: any file of the model.
     assert "downloading %s/" % PREFIX in msg and "server is running" in msg, msg
     assert THROWAWAY_PASSWORD not in text
+    assert watcher.violations == [], "while the pull ran, a reader of dest saw: %s" % watcher.violations[:3]
     # Nothing was renamed into place and the temporary files are gone: dest is as it was (empty).
     assert partial_files(str(dest)) == []
     assert dir_digest(str(dest)) == {}, "a killed pull left files in dest"
@@ -253,9 +259,16 @@ def test_pull_killed_mid_transfer_leaves_dest_untouched_and_rerun_completes(live
     assert got == expected
     assert partial_files(str(dest)) == []
     assert_clean_cache(str(cache))
-    print("pull drill: killed after %.1f of %.1f MiB; pull %.1fs (%.1fs after the kill), re-run %.1fs; %d observations "
-          "while the module ran; message: %s" % (written / MIB, total / MIB, ended - started, ended - killed,
-                                                 rerun_ended - rerun_started, polls, msg))
+    # Last, after every safety check above passed: what the message tells the operator. It names the
+    # endpoint, bucket and key, but not what a re-run does (and a pull does not resume: the verified-
+    # then-renamed design discards the partial files, so a re-run downloads them again).
+    report = ("pull drill: killed after %.1f of %.1f MiB; pull %.1fs (%.1fs after the kill), re-run %.1fs; "
+              "%d observations while the module ran; message: %s"
+              % (written / MIB, total / MIB, ended - started, ended - killed, rerun_ended - rerun_started, polls, msg))
+    print(report)
+    if "re-run" not in msg:
+        pytest.xfail("gap: a pull stopped by a dead server does not say that dest was left unchanged and that a "
+                     "re-run downloads again (s3_stage.run_pull passes the engine's error through unchanged)")
 
 
 def _shard_shas(client, bucket):
@@ -316,6 +329,7 @@ def test_republish_killed_midway_never_mixes_old_and_new(live, tmp_path):
     assert result.get("failed") is True, "the push survived its server being killed: %s" % result
     assert server.endpoint in result["msg"] and "re-run to resume" in result["msg"], result["msg"]
 
+    assert watcher.violations == [], "while the republish ran, a reader saw: %s" % watcher.violations[:3]
     restart(server)
     shas = _shard_shas(admin, bucket)
     mixes = (sorted([new[SHARDS[0]][1], old[SHARDS[1]][1]]), sorted([old[SHARDS[0]][1], new[SHARDS[1]][1]]))
