@@ -23,6 +23,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -240,7 +241,6 @@ def main():
                        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False", "ANSIBLE_PYTHON_INTERPRETER": sys.executable})
     logdir = tempfile.mkdtemp(prefix="bench-site-")
     phases = phase_of_plays(os.path.join(PLAYBOOKS, "site.yml"))
-    measured = False
     try:
         teardown_seconds = teardown(env, logdir)
         first_seconds, first_cb = site_run(env, logdir, "first run")
@@ -251,16 +251,12 @@ def main():
         with open(os.path.join(opts.output_dir, "RESULTS.md"), "w", encoding="utf-8") as handle:
             handle.write(text)
         write_results(opts.output_dir, rows, name="site")
-        measured = True
         print(text)
     finally:
+        # leave the sandbox purged-clean for whoever comes next, also after a failure
         if not opts.keep:
-            try:
-                teardown(env, logdir)
-            except RuntimeError as exc:
-                print("final teardown: %s" % exc, file=sys.stderr)
-                if measured:
-                    return 1
+            teardown(env, logdir)
+    shutil.rmtree(logdir)  # kept when something failed: the error names it
     return 0
 
 
