@@ -22,7 +22,7 @@ description:
     holds it); ETags are never taken as content hashes. Local SHA-256 values are cached per path,
     size, mtime, ctime and inode, so a re-run hashes only files that changed.
   - Files and their parts move in parallel on one bounded pool. Peak buffer memory is about
-    O(concurrency) times O(part_size) for pushes and O(concurrency) MiB for pulls. Every upload
+    O(concurrency) times O(part_size) for pushes and O(concurrency) times 128 KiB for pulls. Every upload
     request body's SHA-256 is signed into the request (SigV4 payload signing), so the server rejects
     corrupted parts.
   - An interrupted multipart upload is resumed on the next run (with O(resume=true)) when the local
