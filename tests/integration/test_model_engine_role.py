@@ -61,11 +61,23 @@ def _leftover_release_namespaces():
     return found
 
 
+def _remove_leftovers():
+    """Uninstall earlier test releases, then delete cluster-wide chart objects they left behind when
+    their namespace went away before the release (Helm cannot uninstall a release whose namespace,
+    and so its release record, is gone)."""
+    for namespace in _leftover_release_namespaces():
+        _cleanup_release(namespace)
+    for kind in ("priorityclass", "clusterrole", "clusterrolebinding"):
+        for item in kubectl_json("get", kind)["items"]:
+            annotations = item["metadata"].get("annotations") or {}
+            if annotations.get("meta.helm.sh/release-namespace", "").startswith("it-me-"):
+                kubectl("delete", kind, item["metadata"]["name"], "--ignore-not-found", check=False)
+
+
 @pytest.fixture(scope="module")
 def platform(sandbox_env):
     """Two namespaces with the Secrets the release references; removed afterwards."""
-    for namespace in _leftover_release_namespaces():
-        _cleanup_release(namespace)
+    _remove_leftovers()
     suffix = _suffix()
     cp, ep = "it-me-cp-" + suffix, "it-me-ep-" + suffix
     regcred = json.dumps({"auths": {"registry.local": {"auth": base64.b64encode(b"u:p").decode()}}})
@@ -364,8 +376,7 @@ def served_platform(sandbox_env):
     half-way to see the objects dropped)."""
     from tests.sandbox import crds
 
-    for namespace in _leftover_release_namespaces():
-        _cleanup_release(namespace)
+    _remove_leftovers()
     suffix = _suffix()
     cp, ep = "it-me-cp-" + suffix, "it-me-ep-" + suffix
     created_istio_system = kubectl("get", "namespace", "istio-system", check=False).returncode != 0
