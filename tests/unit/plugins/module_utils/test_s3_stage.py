@@ -395,6 +395,54 @@ def test_ordered_hasher_out_of_order_parts(tmp_path):
         os.close(fd)
 
 
+def test_hash_range_feeds_exactly_the_range_through_a_small_buffer(tmp_path):
+    data = os.urandom(1 * MIB + 4097)
+    path = tmp_path / "d"
+    path.write_bytes(data)
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        digest = hashlib.sha256()
+        buf = bytearray(4096)  # smaller than the range and not a divisor of it
+        st._hash_range(fd, 5, len(data) - 9, digest, buf)
+        assert digest.hexdigest() == hashlib.sha256(data[5:-4]).hexdigest()
+        with pytest.raises(st.StageError, match="short read"):
+            st._hash_range(fd, len(data) - 3, 10, hashlib.sha256(), buf)
+    finally:
+        os.close(fd)
+
+
+class _PlainBody(object):
+    """A body without an http.client stream underneath (another botocore transport)."""
+
+    def __init__(self, data):
+        self.data = data
+        self.closed = False
+
+    def read(self, amt):
+        out, self.data = self.data[:amt], self.data[amt:]
+        return out
+
+    def close(self):
+        self.closed = True
+
+
+def test_body_reader_falls_back_to_read_and_release_closes():
+    data = os.urandom(300 * 1024)
+    body = _PlainBody(data)
+    readinto = st.body_reader(body)
+    buf = bytearray(128 * 1024)
+    view = memoryview(buf)
+    got = bytearray()
+    while True:
+        n = readinto(view)
+        if not n:
+            break
+        got += view[:n]
+    assert bytes(got) == data
+    st.release_body(body)
+    assert body.closed
+
+
 def test_upload_journal_roundtrip(tmp_path):
     journal = st.UploadJournal(str(tmp_path / "j"))
     assert journal.load("b", "k") is None
