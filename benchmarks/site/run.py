@@ -16,7 +16,8 @@ around each ansible-playbook process (start-up included).
 Writes benchmarks/site/RESULTS.md and benchmarks/site/results.json (format: benchmarks/run_all.py).
 
 Usage:
-  python benchmarks/site/run.py            # 3.5-5 min per site.yml run on a loaded 2-core machine
+  python benchmarks/site/run.py            # two site.yml runs and two purging teardowns: 15-40 min on 2 cores
+  python benchmarks/site/run.py --keep     # leave the platform deployed (no final teardown)
 """
 
 import argparse
