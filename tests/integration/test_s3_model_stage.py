@@ -470,3 +470,39 @@ def test_role_publishes_checkpoints_and_hides_secrets(conn, client, bucket, mode
     text = failed["stdout"]
     assert "model ghost:" in text and "never completely staged" in text
     assert conn["secret_key"] not in text + failed["stderr"]
+
+
+def test_pull_of_multi_range_files_is_verified_and_leaves_no_partials(conn, client, bucket, model, tmp_path):
+    """Files larger than part_size come down as parallel ranged GETs into one temp file each; the
+    SHA-256 (hashed in order as contiguous parts land) must match before the rename, and a mismatch
+    in the middle of a file fails the pull, names the file and leaves neither it nor a temp file."""
+    big = model / "extra" / "big.bin"
+    big.parent.mkdir()
+    # 3 full 5 MiB ranges plus a 1-byte tail: the tail and the middle ranges are where ordering bugs show.
+    big.write_bytes(os.urandom(15 * MIB + 1))
+    run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="ranges", **opts(tmp_path, concurrency=8))
+    dest = tmp_path / "ranged"
+    pulled = run_stage(conn, mode="pull", bucket=bucket, prefix="ranges", dest=str(dest),
+                       **opts(tmp_path, concurrency=8, cache_dir=str(tmp_path / "pc")))
+    assert pulled.get("failed") is not True, pulled.get("msg")
+    assert sha256(dest / "extra" / "big.bin") == sha256(big)
+    for item in model.iterdir():
+        if item.is_file():
+            assert sha256(dest / item.name) == sha256(item)
+
+    # Same size, ETag recorded in the manifest: only the content hash can tell the object is wrong.
+    key = "ranges/extra/big.bin"
+    data = bytearray(big.read_bytes())
+    data[7 * MIB] ^= 0x01  # inside the second range
+    new_etag = client.put_object(Bucket=bucket, Key=key, Body=bytes(data))["ETag"].strip('"')
+    manifest = json.loads(client.get_object(Bucket=bucket, Key="ranges/" + MANIFEST)["Body"].read())
+    manifest["files"]["extra/big.bin"]["etag"] = new_etag
+    client.put_object(Bucket=bucket, Key="ranges/" + MANIFEST, Body=json.dumps(manifest).encode())
+    dest2 = tmp_path / "ranged-bad"
+    bad = run_stage(conn, mode="pull", bucket=bucket, prefix="ranges", dest=str(dest2),
+                    **opts(tmp_path, concurrency=8, cache_dir=str(tmp_path / "pc2")))
+    assert bad["failed"] is True
+    assert "extra/big.bin" in bad["msg"] and "sha256" in bad["msg"]
+    leftovers = [p for p in dest2.rglob("*") if p.is_file()]
+    assert not [p for p in leftovers if p.name.endswith(".llmops-partial")], leftovers
+    assert not (dest2 / "extra" / "big.bin").exists()
