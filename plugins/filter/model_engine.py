@@ -7,14 +7,29 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from collections.abc import Mapping
+
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.llmops.serving.plugins.module_utils import model_engine_values as logic
 
 
+def _plain(data):
+    """Plain dicts and lists from Ansible's lazily templated containers.
+
+    The logic deep-copies its inputs, and copy.deepcopy of ansible-core 2.19's lazy containers
+    re-wraps every level: a 20 ms call took 25-120 s in site.yml before this conversion."""
+    if isinstance(data, Mapping):
+        return dict((key, _plain(value)) for key, value in data.items())
+    if isinstance(data, (list, tuple)):
+        return [_plain(item) for item in data]
+    return data
+
+
 def _values(inputs, extra_values=None, extra_known=None, render_record=None):
     try:
-        return logic.chart_values(inputs, extra_values or {}, extra_known or (), render_record)
+        return logic.chart_values(_plain(inputs), _plain(extra_values or {}), list(extra_known or ()),
+                                  _plain(render_record))
     except logic.ModelEngineInputError as exc:
         errors = "\n- ".join(to_native(e) for e in exc.errors)
         raise AnsibleFilterError("model_engine: bad input:\n- " + errors) from None
@@ -25,11 +40,11 @@ def _served_apis(apis):
 
 
 def _unknown_keys(values, extra_known=None):
-    return logic.unknown_keys(values, extra_known or ())
+    return logic.unknown_keys(_plain(values), list(extra_known or ()))
 
 
 def _deep_merge(base, override):
-    return logic.deep_merge(base, override)
+    return logic.deep_merge(_plain(base), _plain(override))
 
 
 def _hook_problems(hooks, served, droppable_groups=None):
@@ -48,11 +63,11 @@ def _rollout_pending(deployments, expected_names=None):
 
 
 def _secret_refs(values, namespace, endpoint_namespace, keda_served=False):
-    return logic.secret_references(values, namespace, endpoint_namespace, bool(keda_served))
+    return logic.secret_references(_plain(values), namespace, endpoint_namespace, bool(keda_served))
 
 
 def _keda_auth(values, keda_served=False):
-    return logic.keda_redis_auth(values, bool(keda_served))
+    return logic.keda_redis_auth(_plain(values), bool(keda_served))
 
 
 def _missing_secrets(lookups):
