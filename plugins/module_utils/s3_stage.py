@@ -1120,9 +1120,11 @@ class TransferEngine(object):
                 self.journal.forget(self.bucket, key)
 
     # ---- downloads ----------------------------------------------------------------------------
-    def download(self, items, prefix, dest):
+    def download(self, items, prefix, dest, before_rename=None):
         """Download ``items`` [(relpath, size, sha256, etag)] into ``dest`` through temporary files,
-        verify each against its SHA-256, then rename into place. Returns relpath -> final path."""
+        verify each against its SHA-256, then rename into place. ``before_rename`` is called once,
+        after every file was verified and before the first rename (the pull removes its old local
+        manifest there). Returns relpath -> final path."""
         files = []
         tasks = []
         try:
@@ -1153,6 +1155,8 @@ class TransferEngine(object):
                     raise StageError("s3://%s/%s does not match the manifest: sha256 %s, manifest %s (the object "
                                      "was changed or corrupted after staging; re-run mode=push from the source)"
                                      % (self.bucket, record["key"], got, record["sha"]), path=record["rel"])
+            if before_rename is not None:
+                before_rename()
             for record in files:
                 # No fsync: the hash cache marks these files as verified in this boot only, so after
                 # a crash (the only way to lose unflushed pages) the next run re-hashes them.
@@ -1668,10 +1672,22 @@ def run_pull(ctx, params):
     engine = TransferEngine(ctx.client, bucket, params["concurrency"], params["part_size"], ctx.endpoint_url)
     items = [(rel, wanted[rel]["size"], wanted[rel]["sha256"], wanted[rel].get("etag"))
              for rel, _why in plan["download"]]
+
+    def drop_local_manifest():
+        # The local manifest vouches for the files in dest: it goes before the first file is replaced
+        # and comes back (the new one) after the last, so no reader sees an old manifest over new bytes.
+        if os.path.isfile(local_manifest_path):
+            os.unlink(local_manifest_path)
+
     try:
-        done = engine.download(items, prefix, abs_dest) if items else {}
+        done = engine.download(items, prefix, abs_dest, drop_local_manifest) if items else {}
+    except StageError as exc:
+        raise StageError("%s. Nothing in dest %s was changed (temporary files were removed); a re-run downloads "
+                         "these files again" % (exc.message, abs_dest), **exc.details) from None
     finally:
         cache.save()
+    if plan["delete"]:
+        drop_local_manifest()
     for rel, path in done.items():
         cache.store(path, os.stat(path), wanted[rel]["sha256"], volatile=True)
     deleted = []
