@@ -15,9 +15,9 @@ while bytes flow (a throwaway server on its own port and data dir, restarted on 
 - pull downloads into temporary files and renames them only after all are verified, so a killed
   pull leaves the destination as it was.
 
-Known gaps, kept visible as xfail: a pull over an older copy keeps the old local manifest while it
-renames new files into place (strict xfail below), and a pull's failure message does not say what
-a re-run does (imperative xfail at the end of the pull drill, after all its safety checks passed).
+- a pull over an older copy removes the old local manifest after every new file is verified and
+  before the first rename (found by this drill, fixed in s3_stage), and a pull stopped by a dead
+  server says that dest was left as it was and that a re-run downloads again.
 """
 
 import json
@@ -266,9 +266,7 @@ def test_pull_killed_mid_transfer_leaves_dest_untouched_and_rerun_completes(live
               "%d observations while the module ran; message: %s"
               % (written / MIB, total / MIB, ended - started, ended - killed, rerun_ended - rerun_started, polls, msg))
     print(report)
-    if "re-run" not in msg:
-        pytest.xfail("gap: a pull stopped by a dead server does not say that dest was left unchanged and that a "
-                     "re-run downloads again (s3_stage.run_pull passes the engine's error through unchanged)")
+    assert "re-run" in msg, msg
 
 
 def _shard_shas(client, bucket):
@@ -364,12 +362,10 @@ def test_republish_killed_midway_never_mixes_old_and_new(live, tmp_path):
           % (parts, polls, ["v1" if s == v1 else "v2" if s == v2 else s for s in states]))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a pull over an older copy renames new files into place while the old "
-                   "local manifest still vouches for the old ones (s3_stage.run_pull / TransferEngine.download)")
 def test_pull_over_an_older_copy_never_shows_the_old_manifest_with_new_files(live, tmp_path, monkeypatch):
-    """The local manifest is the pull's "complete" marker, but a pull that replaces files keeps the old
-    marker until the end: between the first rename and the new manifest, a reader (or a crash) sees
-    the old manifest over new bytes. A spy on os.replace (the real call, then a look at dest) shows
+    """The local manifest is the pull's "complete" marker: a pull that replaces files must drop the old
+    marker before the first rename, or a reader (or a crash) in between sees the old manifest over new
+    bytes. A spy on os.replace (the real call, then a look at dest) shows
     it at every rename without any timing luck."""
     from ansible_collections.llmops.serving.plugins.module_utils import s3_stage
 
