@@ -621,7 +621,7 @@ def write_json(args, rows, total, resume):
             "anchor": "%s: %.0f MiB/s" % (who, mibs(best)),
             "ratio": round(best / wall[("ours", "push")], 3) if ("ours", "push") in wall else None,
             "ratio_means": "anchor/ours (above 1: ours faster)",
-            "goal": None,
+            "goal": "none (context row)",
             "met": None,
             "notes": ("3x over aws s3 sync needs %.0f MiB/s; the fastest client here reached %.0f MiB/s, so at "
                       "most %.2fx over aws s3 sync is reachable on this server"
