@@ -20,15 +20,15 @@ import ssl
 import tempfile
 from urllib.parse import urlsplit, urlunsplit
 
+import kombu
+import kombu.exceptions
 import pytest
 import redis
 import redis.asyncio
 from ansible_collections.llmops.serving.plugins.module_utils import model_engine_values as me
 
 from tests.contract.servers import free_port, run_role
-from tests.contract.test_redis_contract import RedisServer, other_ca, redis_binaries  # noqa: F401 - fixture
-
-kombu = pytest.importorskip("kombu", reason="kombu is in requirements-dev.txt: run `make deps`")
+from tests.contract.test_redis_contract import RedisServer, other_ca
 
 pytestmark = pytest.mark.contract
 
@@ -42,7 +42,7 @@ def with_auth_token(url, token):
 
 
 @pytest.fixture(scope="module")
-def server(redis_binaries):  # noqa: F811 - the fixture imported above
+def server(redis_binaries):
     workdir = tempfile.mkdtemp(prefix="llmops-me-redis-contract-")
     srv = RedisServer(workdir, free_port(), tls=True)
     run_role("redis", "render_config.yml", srv.role_vars())

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.contract.servers import failure_messages, free_port, require_binary, run_role, wait_for_port
+from tests.contract.servers import failure_messages, free_port, run_role, wait_for_port
 
 pytestmark = pytest.mark.contract
 
@@ -80,14 +80,6 @@ class RedisServer:
                             "ssl_ca_certs": ca or self.path("tls", "ca.crt")})
         options.update(kwargs)
         return redis.Redis(**options)
-
-
-@pytest.fixture(scope="module")
-def redis_binaries():
-    return {
-        "server": require_binary("redis-server", ["/usr/bin/redis-server"]),
-        "cli": require_binary("redis-cli", ["/usr/bin/redis-cli"]),
-    }
 
 
 @pytest.fixture(scope="module")
