@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -111,8 +112,26 @@ def world(tmp_path_factory, sandbox_env):
         ]}])
     assert setup["rc"] == 0, setup["stdout"][-3000:] + setup["stderr"][-2000:]
     w.gpu_types = task_results(setup, "discover")[0]["gpu_types"]
-    w.last = w.snapshot()
+    w.last = settled_snapshot(w)
     return w
+
+
+def settled_snapshot(w, timeout=600, pause=3):
+    """A snapshot once the cluster has stopped changing by itself: earlier suites delete namespaces
+    without waiting (their objects go away for minutes afterwards), and a case must only be blamed
+    for its own changes."""
+    deadline = time.time() + timeout
+    previous = w.snapshot()
+    while True:
+        time.sleep(pause)
+        current = w.snapshot()
+        if current == previous:
+            return current
+        if time.time() > deadline:
+            changes = [line for part in current for line in differences(previous[part], current[part])]
+            raise AssertionError("the sandbox did not settle within %ss before the drill; still changing:\n%s"
+                                 % (timeout, "\n".join(changes[:20])))
+        previous = current
 
 
 # ----------------------------------------------------------------------------- case builders
