@@ -1205,8 +1205,12 @@ class TransferEngine(object):
                             raise _CancelledError()
                     release_body(body)
                     if pos != offset + length:
-                        raise StageError("s3://%s/%s: got %d bytes for range %d-%d (object changed during the pull?)"
-                                         % (self.bucket, record["key"], pos - offset, offset, offset + length - 1))
+                        # the GET is conditional on the listed ETag (a replaced object answers 412), so a
+                        # short body is the connection ending early: the server stopped or the network cut
+                        raise StageError("s3://%s/%s: the connection to %s ended after %d of %d bytes of range %d-%d "
+                                         "(server stopped or network cut); check that the server is running"
+                                         % (self.bucket, record["key"], self.endpoint_url or "AWS S3", pos - offset,
+                                            length, offset, offset + length - 1))
                     with self.lock:
                         self.bytes_received += length
                 record["hasher"].part_done(index)

@@ -31,7 +31,7 @@ from tests.drills.badinput_state import (
     dir_snapshot,
     gateway_snapshot,
 )
-from tests.helpers.sandbox import REPO_ROOT, load_env, run_playbook, task_results, total_changed
+from tests.helpers.sandbox import REPO_ROOT, kubectl_json, load_env, run_playbook, task_results, total_changed
 
 INVENTORY = os.path.join(REPO_ROOT, "inventories", "sandbox")
 SITE = os.path.join(REPO_ROOT, "playbooks", "site.yml")
@@ -121,6 +121,15 @@ def settled_snapshot(w, timeout=600, pause=3):
     without waiting (their objects go away for minutes afterwards), and a case must only be blamed
     for its own changes."""
     deadline = time.time() + timeout
+    while True:
+        # a terminating namespace loses its objects in waves, with pauses longer than one comparison
+        terminating = [ns["metadata"]["name"] for ns in kubectl_json("get", "namespaces")["items"]
+                       if ns.get("status", {}).get("phase") == "Terminating"]
+        if not terminating:
+            break
+        if time.time() > deadline:
+            raise AssertionError("namespaces still terminating after %ss before the drill: %s" % (timeout, terminating))
+        time.sleep(pause)
     previous = w.snapshot()
     while True:
         time.sleep(pause)
