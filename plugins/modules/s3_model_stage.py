@@ -25,6 +25,9 @@ description:
     O(concurrency) times O(part_size) for pushes and O(concurrency) times 128 KiB for pulls. Every upload
     request body's SHA-256 is signed into the request (SigV4 payload signing), so the server rejects
     corrupted parts.
+  - Over plain HTTP on Linux a pull moves each response body from the socket into the file with
+    splice(2) (plus a 1 MiB kernel pipe per request in flight), without copying it through the
+    module; HTTPS endpoints and file systems that refuse splice go through the buffer.
   - An interrupted multipart upload is resumed on the next run (with O(resume=true)) when the local
     upload journal in O(cache_dir) shows it holds the same file content; the parts the server
     accepted (same size and ETag as when it accepted them) are kept, the others are sent.

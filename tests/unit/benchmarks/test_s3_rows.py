@@ -1,0 +1,86 @@
+"""The results.json rows the S3 benchmark builds from its measurements (pure logic)."""
+
+import pytest
+
+from benchmarks import run_all
+from benchmarks.s3 import run as s3_bench
+
+GIB = 1024 ** 3
+
+
+class FakeRun(object):
+    def __init__(self, seconds, work=None, client_cpu=None, server_cpu=None):
+        self.seconds = seconds
+        self.work = work
+        self.client_cpu = client_cpu
+        self.server_cpu = server_cpu
+
+
+def rows():
+    row = s3_bench.measured_row
+    return [
+        row("s5cmd", "push", FakeRun(21.0, 19.9, 16.0, 19.0), 4 * GIB),
+        row("ours", "push", FakeRun(20.5, 18.0, 13.0, 18.0), 4 * GIB),
+        row("aws-cli", "push", FakeRun(19.6, 18.5, 11.0, 17.0), 4 * GIB),
+        row("s3_sync", "push", FakeRun(40.0, None, 20.0, 18.5), 4 * GIB),
+        row("s5cmd", "push", FakeRun(19.0, 18.0, 15.0, 18.2), 4 * GIB),  # second round: s5cmd's best
+        row("ours", "no-op", FakeRun(1.8, 0.07, 1.7, 0.0), 0),
+        row("s5cmd", "no-op", FakeRun(1.3, 0.19, 1.2, 0.0), 0),
+        row("ours", "pull", FakeRun(7.5, 6.2, 6.0, 5.0), 4 * GIB),
+        row("s5cmd", "pull", FakeRun(8.0, 7.0, 7.5, 3.4), 4 * GIB),
+        row("s3_sync", "pull", None, 0, "no pull mode"),
+    ]
+
+
+def by_metric(out, start):
+    found = [r for r in out if r["metric"].startswith(start)]
+    assert len(found) == 1, [r["metric"] for r in out]
+    return found[0]
+
+
+def test_parse_delta():
+    assert s3_bench.parse_delta("0:00:01.500000") == pytest.approx(1.5)
+    assert s3_bench.parse_delta("1:02:03.25") == pytest.approx(3723.25)
+
+
+def test_best_rows_take_each_tools_fastest_round_and_skip_missing_phases():
+    best = s3_bench.best_rows(rows())
+    assert best[("s5cmd", "push")]["seconds"] == 19.0
+    assert ("s3_sync", "pull") not in best
+    assert s3_bench.best_work(rows())[("s5cmd", "push")] == 18.0
+
+
+def test_goal_rows_compare_ansible_task_wall_times():
+    out = s3_bench.goal_rows(rows(), 4 * GIB, None, "4 GiB", 2)
+    push = by_metric(out, "push, 4 GiB")
+    assert push["ratio"] == pytest.approx(19.0 / 20.5, abs=1e-3) and push["met"] is False
+    assert "own time: ours 18.00 s" in push["notes"] and "s5cmd cp 18.00 s = 1.00x" in push["notes"]
+    pull = by_metric(out, "verified pull")
+    assert pull["ratio"] == pytest.approx(8.0 / 7.5, abs=1e-3) and pull["met"] is True and pull["goal"] == ">= 0.9x"
+    noop = by_metric(out, "no-op re-run")
+    assert noop["met"] is False and "MiB/s" not in noop["ours"]
+    assert by_metric(out, "push vs community.aws.s3_sync")["ratio"] == pytest.approx(40.0 / 20.5, abs=1e-3)
+    doc = {"benchmark": "s3", "date": "2026-11-22T00:00:00Z", "machine": "m", "rows": out}
+    run_all.validate(doc, "s3/results.json")
+
+
+def test_push_floor_is_the_cheapest_push_for_minio_over_the_cores():
+    assert s3_bench.push_floor(rows(), 2) == pytest.approx(17.0 / 2)
+    floor = by_metric(s3_bench.goal_rows(rows(), 4 * GIB, None, "4 GiB", 2), "push floor")
+    # 3x over aws-cli (19.6 s) would need 6.53 s, below the 8.5 s floor: at most 19.6 / 8.5 = 2.31x
+    assert "needs 6.53 s" in floor["notes"] and "at most 2.31x" in floor["notes"]
+    assert floor["met"] is None
+
+
+def test_no_server_figures_no_floor_row():
+    plain = [dict(r, server_cpu=None) for r in rows()]
+    assert s3_bench.push_floor(plain, 2) is None
+    assert not [r for r in s3_bench.goal_rows(plain, 4 * GIB, None, "4 GiB", 2) if r["metric"].startswith("push floor")]
+
+
+def test_resume_row_goal():
+    resume = {"landed_at_kill": 0.56 * 4 * GIB, "resent_fraction": 0.469, "seconds": 13.6, "module_seconds": 10.7}
+    row = by_metric(s3_bench.goal_rows(rows(), 4 * GIB, resume, "4 GiB", 2), "resume")
+    assert row["met"] is True and row["ours"] == "46.9 % of the data set"
+    resume["resent_fraction"] = 0.6
+    assert by_metric(s3_bench.goal_rows(rows(), 4 * GIB, resume, "4 GiB", 2), "resume")["met"] is False
