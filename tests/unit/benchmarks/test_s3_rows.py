@@ -68,8 +68,18 @@ def test_push_floor_is_the_cheapest_push_for_minio_over_the_cores():
     assert s3_bench.push_floor(rows(), 2) == pytest.approx(17.0 / 2)
     floor = by_metric(s3_bench.goal_rows(rows(), 4 * GIB, None, "4 GiB", 2), "push floor")
     # 3x over aws-cli (19.6 s) would need 6.53 s, below the 8.5 s floor: at most 19.6 / 8.5 = 2.31x
-    assert "needs 6.53 s" in floor["notes"] and "at most 2.31x" in floor["notes"]
+    assert "3x over aws s3 sync (19.60 s) needs 6.53 s: below the bound; at most 2.31x" in floor["notes"]
+    # 3x over s3_sync (40 s) would need 13.33 s: MinIO alone does not exclude it
+    assert "community.aws.s3_sync (40.00 s) needs 13.33 s: above the bound; at most 4.71x" in floor["notes"]
     assert floor["met"] is None
+
+
+def test_hashing_twice_raises_the_bound():
+    # 4 CPU s per SHA-256 pass over the data set: floor 8.5 s + 2 x 4 / 2 cores = 12.5 s
+    floor = by_metric(s3_bench.goal_rows(rows(), 4 * GIB, None, "4 GiB", 2, sha_cpu=4.0), "push floor")
+    assert "hashing every byte twice" in floor["notes"] and ": 12.50 s" in floor["notes"]
+    assert "community.aws.s3_sync (40.00 s) needs 13.33 s: above the bound; at most 3.20x" in floor["notes"]
+    assert "aws s3 sync (19.60 s) needs 6.53 s: below the bound; at most 1.57x" in floor["notes"]
 
 
 def test_no_server_figures_no_floor_row():
