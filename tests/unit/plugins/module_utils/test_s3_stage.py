@@ -473,3 +473,35 @@ def test_tiny_model_loads_with_reference_parsers(tiny):
     config = json.loads((tiny / "config.json").read_text())
     assert tok.get_vocab_size() == config["vocab_size"]
     assert tok.encode("tok7 tok8").ids == [7, 8]
+
+
+def test_part_body_reads_slices_rewinds_and_sizes():
+    data = bytes(range(256)) * 40
+    body = st.PartBody(memoryview(bytearray(data)))
+    assert len(body) == len(data) and body.tell() == 0
+    first = body.read(1000)
+    assert bytes(first) == data[:1000] and body.tell() == 1000
+    rest = body.read()
+    assert bytes(rest) == data[1000:] and not body.read(10)
+    assert body.seek(0) == 0 and bytes(body.read(5)) == data[:5]
+    assert body.seek(-3, 2) == len(data) - 3 and bytes(body.read(100)) == data[-3:]
+    assert body.seek(10, 1) == len(data)  # clamped to the end
+    # what botocore does for the SigV4 payload hash: read in chunks until an empty chunk
+    body.seek(0)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: body.read(1024), b""):
+        digest.update(chunk)
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_read_part_fills_from_offset_and_reports_short_reads(tmp_path):
+    path = tmp_path / "f"
+    data = os.urandom(300 * 1024)
+    path.write_bytes(data)
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        buf = memoryview(bytearray(128 * 1024))
+        assert st.read_part(fd, buf, 100) == len(buf) and bytes(buf) == data[100:100 + len(buf)]
+        assert st.read_part(fd, buf, len(data) - 10) == 10 and bytes(buf[:10]) == data[-10:]
+    finally:
+        os.close(fd)
