@@ -762,22 +762,28 @@ def tool_version(cmd):
 ANALYSIS = [
     "## Where the time goes",
     "",
-    "- Client and MinIO share 2 cores, so CPU seconds decide. A 4 GiB push costs MinIO 17-19 CPU s whichever "
-    "client sends it (s5cmd, aws-cli, ours; signed payloads, MinIO computes SHA-256, MD5 for the ETag and its "
-    "bitrot hashes), i.e. at least 8.5-9.5 s on 2 cores even with a client that used no CPU: the \"push floor\" "
-    "row. The clients themselves used 11-16 CPU s (s5cmd the most), so every push lands at 18-20 s on a quiet "
-    "machine. 3x over `aws s3 sync` would need ~6 s: below the floor, unreachable here by any client.",
-    "- Pull: ours verifies SHA-256 (1.6 GiB/s per core with SHA-NI, ~2.4 CPU s for 4 GiB), which s5cmd does not. "
-    "Since this session each ranged GET's body goes socket -> pipe -> file with splice(2) over plain HTTP: "
-    "client system CPU 2.2 s instead of 4-5.5 s (s5cmd: 6-7 s), 4 GiB in 6.2-6.4 s module time (s5cmd process "
-    "6.6-8.6 s). Before: each worker read into a reused 128 KiB buffer and pwrote it (7.5-8 CPU s); before that "
-    "botocore's chunks (12-13 CPU s); s3transfer's download manager, no hashing, 12.5-13.3 CPU s.",
+    "- Client and MinIO share 2 cores, so CPU seconds decide. A 4 GiB push costs MinIO 13-17 CPU s whichever "
+    "client sends it (s5cmd, aws-cli, ours; signed payloads: MinIO computes SHA-256, MD5 for the ETag and its "
+    "bitrot hashes), i.e. at least 6.5-8.5 s on 2 cores even with a client that used no CPU: the \"push floor\" "
+    "row. A client that verifies what it publishes hashes every byte twice (SHA-256 for the manifest, SHA-256 "
+    "for SigV4 payload signing, which botocore always does over plain HTTP), which raises the bound to ~9.6 s. "
+    "3x over `aws s3 sync` (~17 s) would need ~5.6 s and 3x over community.aws.s3_sync (~25 s) ~8.4 s: both "
+    "below the bound, unreachable on this machine.",
+    "- Pull: ours verifies SHA-256 (1.6 GiB/s per core with SHA-NI, 2.4-3 CPU s for 4 GiB), which s5cmd does not; "
+    "on 2 cores shared with MinIO that is most of the gap. Each ranged GET's body goes socket -> pipe -> file with "
+    "splice(2) over plain HTTP: client system CPU 2.0-2.3 s instead of 4-5.5 s (s5cmd: 6-7 s). Before: each worker "
+    "read into a reused 128 KiB buffer and pwrote it (7.5-8 CPU s); before that botocore's chunks (12-13 CPU s); "
+    "s3transfer's download manager, no hashing, 12.5-13.3 CPU s.",
+    "- Push: parts are read into a reused per-worker buffer and handed to botocore as a body whose reads are views "
+    "of it (no new 64 MiB allocation per part, no two extra copies for the SigV4 hash and the socket): client CPU "
+    "9.3-10.7 s instead of 11.9-12.1 s for 4 GiB in alternating runs.",
     "- Hashing in order as contiguous parts land beat a final pass over the page cache: 28.0/28.8 s vs "
     "30.9/35.6 s (alternating runs, 16 workers, 64 MiB ranges). Re-reading the page cache for the hash costs "
     "~0.05 s system CPU per GiB; SHA-256 itself is the cost.",
-    "- MinIO spends more CPU serving our pull (4.6-6.8 s) than s5cmd's (3.3-3.7 s) when it reads from disk; with "
-    "the objects in its page cache both cost it ~2.7 s. Not explained yet (ranges, If-Match and read sizes "
-    "measured without a clear effect).",
+    "- MinIO's CPU for serving a 4 GiB pull varies between 3.3 and 6.8 s from run to run, mostly copying file "
+    "data out of the page cache (perf: _copy_to_iter ~63 % of its samples for either client); in the benchmark "
+    "runs ours costs it more (4.5-5.6 s against 3.3-4.4 s for s5cmd). Not explained: If-Match, range sizes "
+    "and read sizes were measured without a clear effect.",
     "- Ansible start-up (~1-3 s per task) is on both sides of every ratio: every tool runs as one task of a "
     "one-task playbook. Our module adds Python start-up, ansible.module_utils.basic (~0.1 s), boto3/botocore "
     "imports (~0.17 s) and the client (~0.1 s) before its timer starts; s5cmd is a Go binary. That fixed cost "
