@@ -31,7 +31,7 @@ class OneShotServer(object):
         self.thread.start()
 
     def _serve(self):
-        conn, _ = self.listener.accept()
+        conn = self.listener.accept()[0]
         try:
             self._answer(conn)
         except (BrokenPipeError, ConnectionResetError):
