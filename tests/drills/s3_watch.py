@@ -18,6 +18,8 @@ import os
 import threading
 import time
 
+from ansible_collections.llmops.serving.plugins.module_utils import s3
+
 MANIFEST = ".llmops-manifest.json"
 PARTIAL_SUFFIX = ".llmops-partial"
 HASH_CHUNK = 4 * 1024 * 1024
@@ -42,26 +44,17 @@ def dir_digest(root):
 
 
 def fast_client(conn):
-    """A boto3 client that fails fast while the server is down (no retries, 1 s connect timeout), so
-    a watcher keeps polling instead of sleeping in backoff."""
+    """A client for ``conn`` set up as tests/integration/s3_helpers.py's ``client_for`` sets it up (the
+    module's own settings, plugins/module_utils/s3.py), but failing fast while the server is down (no
+    retries, 1 s connect timeout), so a watcher keeps polling instead of sleeping in backoff."""
     import boto3
     from botocore.config import Config
 
-    config = Config(region_name=conn.get("region") or "us-east-1", signature_version="s3v4",
-                    s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
-                    response_checksum_validation="when_required", retries={"max_attempts": 1, "mode": "standard"},
-                    connect_timeout=1, read_timeout=10, max_pool_connections=8)
-    session = boto3.session.Session(aws_access_key_id=conn["access_key"], aws_secret_access_key=conn["secret_key"])
-    return session.client("s3", endpoint_url=conn["endpoint_url"], config=config)
-
-
-def _code(exc):
-    response = getattr(exc, "response", None) or {}
-    code = (response.get("Error") or {}).get("Code")
-    if code:
-        return str(code)
-    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-    return str(status) if status else None
+    params = dict(conn, addressing_style="auto")
+    config = s3.client_config_kwargs(params, concurrency=4)
+    config.update(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=1, read_timeout=10)
+    session = boto3.session.Session(**s3.session_kwargs(params))
+    return session.client("s3", config=Config(**config), **s3.client_kwargs(params))
 
 
 class _TornReadError(Exception):
@@ -143,7 +136,7 @@ class BucketWatcher(Watcher):
         try:
             return func(Bucket=self.bucket, **kwargs)
         except botocore.exceptions.ClientError as exc:
-            code = _code(exc)
+            code = s3.error_code(exc)
             if code in ("NoSuchKey", "404", "PreconditionFailed", "412"):
                 raise _TornReadError() from None
             if code in ("503", "XMinioServerNotInitialized", "SlowDown", "ServiceUnavailable", "500"):
