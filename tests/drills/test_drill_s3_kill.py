@@ -101,6 +101,19 @@ def finish(proc, timeout=300):
     return result, out + err
 
 
+def new_bucket(server, bucket):
+    """Create ``bucket``; return a fail-fast client for checking on the server (s3_watch.fast_client)."""
+    admin = fast_client(server.conn())
+    admin.create_bucket(Bucket=bucket)
+    return admin
+
+
+def big_model(path, seed):
+    """Write the drill's ~49 MiB model to ``path``; return its dir_digest()."""
+    make_tiny_model(str(path), seed=seed, **BIG)
+    return dir_digest(str(path))
+
+
 def stage_args(mode, bucket, cache, **extra):
     args = {"mode": mode, "bucket": bucket, "prefix": PREFIX, "cache_dir": str(cache), "concurrency": 2,
             "part_size": "5MiB"}
@@ -142,56 +155,71 @@ def assert_watch_ok(watcher, started, ended):
     return polls
 
 
+def kill_mid_transfer(server, args, watcher, progress, what, **wait):
+    """Run the module with ``args`` while ``watcher`` reads, kill the server once ``progress()`` returns a
+    true value (``wait_until(progress, what, proc, **wait)``: polled, never a sleep), and wait for the
+    module. What every kill must show: the run failed with a message naming the endpoint and the bucket,
+    printed no secret, and no reader saw a manifest whose files did not match.
+    Returns {progress: what progress() returned, msg, started, killed, ended (time.time())}."""
+    started = time.time()
+    proc = start_stage(server.conn(), **args)
+    reached = wait_until(progress, what, proc, **wait)
+    server.kill()
+    killed = time.time()
+    result, text = finish(proc)
+    ended = time.time()
+    assert result.get("failed") is True, "the %s survived its server being killed: %s" % (args["mode"], result)
+    msg = result["msg"]
+    assert server.endpoint in msg and repr(args["bucket"]) in msg, msg
+    assert THROWAWAY_PASSWORD not in text
+    assert watcher.violations == [], "while the %s ran, a reader saw: %s" % (args["mode"], watcher.violations[:3])
+    return {"progress": reached, "msg": msg, "started": started, "killed": killed, "ended": ended}
+
+
+def rerun_after_kill(server, args, watcher, kill):
+    """Run the module again on the restarted server and stop the watcher; returns (module result, seconds
+    of the re-run, observations the watcher made while the two runs ran)."""
+    started = time.time()
+    result = run_stage(server.conn(), **args)
+    ended = time.time()
+    assert result.get("failed") is not True, result.get("msg")
+    watcher.stop()
+    polls = assert_watch_ok(watcher, kill["started"], kill["ended"]) + watcher.count(started, ended)
+    return result, ended - started, polls
+
+
 @pytest.mark.slow
 def test_push_killed_mid_transfer_resumes_and_never_shows_a_partial_model(live, tmp_path):
     server = live
-    admin = fast_client(server.conn())
     bucket = "drill-push"
-    admin.create_bucket(Bucket=bucket)
+    admin = new_bucket(server, bucket)
     model = tmp_path / "model"
-    make_tiny_model(str(model), seed=5, **BIG)
-    expected = dir_digest(str(model))
+    expected = big_model(model, seed=5)
     cache = tmp_path / "cache"
     args = stage_args("push", bucket, cache, src=str(model), concurrency=1)
 
     watcher = BucketWatcher(server.conn(), bucket, PREFIX)
     watcher.start()
-    started = time.time()
-    proc = start_stage(server.conn(), **args)
     # One part at a time: after 2 parts of the first shard, 8 of the 10 parts are still to go.
-    parts = wait_until(lambda: sum(multipart_progress(admin, bucket, shard_keys()).values()) >= 2 and
-                       sum(multipart_progress(admin, bucket, shard_keys()).values()),
-                       "2 parts were uploaded", proc)
-    server.kill()
-    killed = time.time()
-    result, text = finish(proc)
-    ended = time.time()
-    assert parts
-    assert result.get("failed") is True, "the push survived its server being killed: %s" % result
-    msg = result["msg"]
-    assert server.endpoint in msg and repr(bucket) in msg, msg
-    assert "re-run to resume" in msg, msg
-    assert THROWAWAY_PASSWORD not in text
-    assert watcher.violations == [], "while the push ran, a reader saw: %s" % watcher.violations[:3]
+    kill = kill_mid_transfer(server, args, watcher,
+                             lambda: sum(multipart_progress(admin, bucket, shard_keys()).values()) >= 2 and
+                             sum(multipart_progress(admin, bucket, shard_keys()).values()),
+                             "2 parts were uploaded")
+    assert "re-run to resume" in kill["msg"], kill["msg"]
 
     restart(server)
     assert "%s/%s" % (PREFIX, MANIFEST) not in bucket_keys(admin, bucket), "an interrupted push wrote its manifest"
     assert pending_uploads(admin, bucket, shard_keys()), "the killed push left no multipart upload to resume"
 
-    rerun_started = time.time()
-    resumed = run_stage(server.conn(), **args)
-    rerun_ended = time.time()
-    assert resumed.get("failed") is not True, resumed.get("msg")
+    resumed, rerun_seconds, polls = rerun_after_kill(server, args, watcher, kill)
     assert resumed["changed"] is True and resumed["parts_resumed"] >= 2, resumed
-    watcher.stop()
-
-    polls = assert_watch_ok(watcher, started, ended) + watcher.count(rerun_started, rerun_ended)
-    assert watcher.count(started, ended, kinds=("absent",)) > 0, "the watcher never read the bucket mid-push"
+    assert watcher.count(kill["started"], kill["ended"], kinds=("absent",)) > 0, \
+        "the watcher never read the bucket mid-push"
     final = watcher.observe_once()
     assert final == ("manifest", (manifest_id(admin, bucket), [])), final
     print("push drill: killed after %d parts; push %.1fs (%.1fs after the kill), re-run %.1fs; %d observations "
           "while the module ran, %d consistent manifest reads, %.0f MiB read"
-          % (parts, ended - started, ended - killed, rerun_ended - rerun_started, polls,
+          % (kill["progress"], kill["ended"] - kill["started"], kill["ended"] - kill["killed"], rerun_seconds, polls,
              sum(watcher.checked.values()) + 1, watcher.bytes_read / MIB))
 
     assert pending_uploads(admin, bucket, shard_keys()) == []
@@ -208,12 +236,10 @@ def test_push_killed_mid_transfer_resumes_and_never_shows_a_partial_model(live, 
 @pytest.mark.slow
 def test_pull_killed_mid_transfer_leaves_dest_untouched_and_rerun_completes(live, tmp_path):
     server = live
-    admin = fast_client(server.conn())
     bucket = "drill-pull"
-    admin.create_bucket(Bucket=bucket)
+    new_bucket(server, bucket)
     model = tmp_path / "model"
-    make_tiny_model(str(model), seed=7, **BIG)
-    expected = dir_digest(str(model))
+    expected = big_model(model, seed=7)
     total = sum(size for size, _sha in expected.values())
     pushed = run_stage(server.conn(), **stage_args("push", bucket, tmp_path / "push-cache", src=str(model)))
     assert pushed.get("failed") is not True, pushed.get("msg")
@@ -223,35 +249,21 @@ def test_pull_killed_mid_transfer_leaves_dest_untouched_and_rerun_completes(live
     args = stage_args("pull", bucket, cache, dest=str(dest), concurrency=1)
     watcher = DirWatcher(str(dest))
     watcher.start()
-    started = time.time()
-    proc = start_stage(server.conn(), **args)
-    written = wait_until(lambda: partial_bytes_written(str(dest)) >= 8 * MIB and partial_bytes_written(str(dest)),
-                         "8 MiB were downloaded", proc, interval=0.002)
-    server.kill()
-    killed = time.time()
-    result, text = finish(proc)
-    ended = time.time()
+    kill = kill_mid_transfer(server, args, watcher,
+                             lambda: partial_bytes_written(str(dest)) >= 8 * MIB and partial_bytes_written(str(dest)),
+                             "8 MiB were downloaded", interval=0.002)
+    written, msg = kill["progress"], kill["msg"]
     assert written < total
-    assert result.get("failed") is True, "the pull survived its server being killed: %s" % result
-    msg = result["msg"]
-    assert server.endpoint in msg and repr(bucket) in msg, msg
     # Which download reports first depends on the interleaving: any file of the model.
     assert "downloading %s/" % PREFIX in msg and "server is running" in msg, msg
-    assert THROWAWAY_PASSWORD not in text
-    assert watcher.violations == [], "while the pull ran, a reader of dest saw: %s" % watcher.violations[:3]
     # Nothing was renamed into place and the temporary files are gone: dest is as it was (empty).
     assert partial_files(str(dest)) == []
     assert dir_digest(str(dest)) == {}, "a killed pull left files in dest"
 
     restart(server)
-    rerun_started = time.time()
-    pulled = run_stage(server.conn(), **args)
-    rerun_ended = time.time()
-    assert pulled.get("failed") is not True, pulled.get("msg")
+    pulled, rerun_seconds, polls = rerun_after_kill(server, args, watcher, kill)
     assert pulled["changed"] is True and sorted(pulled["transferred"]) == sorted(expected)
-    watcher.stop()
 
-    polls = assert_watch_ok(watcher, started, ended) + watcher.count(rerun_started, rerun_ended)
     final = watcher.observe_once()
     assert final[0] == "manifest" and final[1][1] == [], final
     got = dir_digest(str(dest))
@@ -264,7 +276,8 @@ def test_pull_killed_mid_transfer_leaves_dest_untouched_and_rerun_completes(live
     # then-renamed design discards the partial files, so a re-run downloads them again).
     report = ("pull drill: killed after %.1f of %.1f MiB; pull %.1fs (%.1fs after the kill), re-run %.1fs; "
               "%d observations while the module ran; message: %s"
-              % (written / MIB, total / MIB, ended - started, ended - killed, rerun_ended - rerun_started, polls, msg))
+              % (written / MIB, total / MIB, kill["ended"] - kill["started"], kill["ended"] - kill["killed"],
+                 rerun_seconds, polls, msg))
     print(report)
     assert "re-run" in msg, msg
 
@@ -288,26 +301,21 @@ def test_republish_killed_midway_never_mixes_old_and_new(live, tmp_path):
     already new and the other still old. The module deletes the old manifest before its first write
     under the prefix and writes the new one after its last, so readers see old -> nothing -> new."""
     server = live
-    admin = fast_client(server.conn())
     bucket = "drill-republish"
-    admin.create_bucket(Bucket=bucket)
+    admin = new_bucket(server, bucket)
     model = tmp_path / "model"
-    make_tiny_model(str(model), seed=5, **BIG)
-    old = dir_digest(str(model))
+    old = big_model(model, seed=5)
     cache = tmp_path / "cache"
     args = stage_args("push", bucket, cache, src=str(model), concurrency=1)
     first = run_stage(server.conn(), **args)
     assert first.get("failed") is not True, first.get("msg")
     v1 = manifest_id(admin, bucket)
-    make_tiny_model(str(model), seed=6, **BIG)
-    new = dir_digest(str(model))
+    new = big_model(model, seed=6)
     assert all(new[s][0] == old[s][0] and new[s][1] != old[s][1] for s in SHARDS), "v2 shards must differ, same size"
 
     watcher = BucketWatcher(server.conn(), bucket, PREFIX)
     watcher.start()
     wait_until(lambda: watcher.checked.get(v1), "the watcher read the published model")
-    started = time.time()
-    proc = start_stage(server.conn(), **args)
 
     done = []
 
@@ -320,14 +328,10 @@ def test_republish_killed_midway_never_mixes_old_and_new(live, tmp_path):
         count = sum(multipart_progress(admin, bucket, rest).values())
         return count if count >= 2 else None
 
-    parts = wait_until(mixed, "one shard was replaced and the other had 2 new parts", proc)
-    server.kill()
-    result, text = finish(proc)
-    ended = time.time()
-    assert result.get("failed") is True, "the push survived its server being killed: %s" % result
-    assert server.endpoint in result["msg"] and "re-run to resume" in result["msg"], result["msg"]
+    kill = kill_mid_transfer(server, args, watcher, mixed, "one shard was replaced and the other had 2 new parts")
+    parts = kill["progress"]
+    assert "re-run to resume" in kill["msg"], kill["msg"]
 
-    assert watcher.violations == [], "while the republish ran, a reader saw: %s" % watcher.violations[:3]
     restart(server)
     shas = _shard_shas(admin, bucket)
     mixes = (sorted([new[SHARDS[0]][1], old[SHARDS[1]][1]]), sorted([old[SHARDS[0]][1], new[SHARDS[1]][1]]))
@@ -338,18 +342,13 @@ def test_republish_killed_midway_never_mixes_old_and_new(live, tmp_path):
     assert refused.get("failed") is True and "never completely staged" in refused["msg"], refused
     assert not (tmp_path / "d").exists()
 
-    rerun_started = time.time()
-    resumed = run_stage(server.conn(), **args)
-    rerun_ended = time.time()
-    assert resumed.get("failed") is not True, resumed.get("msg")
+    resumed, _rerun_seconds, polls = rerun_after_kill(server, args, watcher, kill)
     # The new shard finished before the kill is not sent again (its sha256 metadata vouches for it); of
     # the other one's parts, the last may have been accepted after the journal was written.
     assert len(done) == 1 and done[0] not in resumed["transferred"], (done, resumed["transferred"])
     assert resumed["parts_resumed"] >= parts - 1, resumed
-    watcher.stop()
     v2 = manifest_id(admin, bucket)
 
-    polls = assert_watch_ok(watcher, started, ended) + watcher.count(rerun_started, rerun_ended)
     states = watcher.states()
     published = [s for s in states if s not in ("absent", "down", "torn")]
     assert published in ([v1, v2], [v1]), "readers saw the manifests in this order: %s" % states
@@ -372,9 +371,8 @@ def test_pull_over_an_older_copy_never_shows_the_old_manifest_with_new_files(liv
     from tests.integration.s3_helpers import client_for
 
     server = live
-    admin = fast_client(server.conn())
     bucket = "drill-repull"
-    admin.create_bucket(Bucket=bucket)
+    new_bucket(server, bucket)
     model = tmp_path / "model"
     dest = tmp_path / "dest"
     params = {"mode": "pull", "bucket": bucket, "prefix": PREFIX, "dest": str(dest), "src": None, "include": [],
