@@ -3,8 +3,11 @@
 The contract tests run the roles' own templates and logic (``tasks_from: render_config.yml``) on
 localhost and feed the output to real ``redis-server`` / ``postgres`` processes from the Debian
 packages. Missing binaries fail the tests with the command that installs them; they never skip.
+The sandbox tests run the Redis pod the role declared with the same process handling
+(tests/integration/redis_local.py).
 """
 
+import datetime
 import glob
 import json
 import os
@@ -17,6 +20,11 @@ import tempfile
 import time
 
 import pytest
+import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 INSTALL_HINT = "install the test packages with `make deps-system` (apt-get install redis-server postgresql)"
@@ -159,3 +167,94 @@ def chown_tree(path, uid, gid):
         os.chown(root, uid, gid)
         for name in dirs + files:
             os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
+
+
+class RedisProcess:
+    """A redis-server running the config file ``conf_path`` (set by the subclass), its output in
+    ``<workdir>/redis.log``, ready once it listens on ``port``."""
+
+    conf_path = None
+
+    def __init__(self, workdir, port):
+        self.workdir = workdir
+        self.port = port
+        self.proc = None
+        self.log_path = os.path.join(workdir, "redis.log")
+        self._log = None
+
+    def start(self, binary):
+        self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([binary, self.conf_path], stdout=self._log, stderr=self._log)
+        wait_for_port(self.port, proc=self.proc, log_path=self.log_path)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self._log:
+            self._log.close()
+
+
+class RedisServer(RedisProcess):
+    """redis-server with what the redis role's render_config.yml wrote into ``<workdir>/render``."""
+
+    def __init__(self, workdir, port, tls=True):
+        super().__init__(workdir, port)
+        self.render_dir = os.path.join(workdir, "render")
+        self.data_dir = os.path.join(workdir, "data")
+        self.tls = tls
+
+    def role_vars(self, **extra):
+        values = {
+            "redis_render_dir": self.render_dir,
+            "redis_render_data_dir": self.data_dir,
+            "redis_port": self.port,
+            "redis_bind": "127.0.0.1",
+            "redis_tls_enabled": self.tls,
+        }
+        values.update(extra)
+        return values
+
+    def path(self, *parts):
+        return os.path.join(self.render_dir, *parts)
+
+    @property
+    def conf_path(self):
+        return self.path("conf", "redis.conf")
+
+    @property
+    def password(self):
+        with open(self.path("secrets", "redis-cluster", "password"), encoding="utf-8") as handle:
+            return handle.read()
+
+    def start(self, binary):
+        os.makedirs(self.data_dir, exist_ok=True)
+        super().start(binary)
+
+    def client(self, password=None, ca=None, host="127.0.0.1", tls=None, **kwargs):
+        tls = self.tls if tls is None else tls
+        options = {"host": host, "port": self.port, "password": password, "socket_timeout": 5,
+                   "socket_connect_timeout": 5}
+        if tls:
+            options.update({"ssl": True, "ssl_cert_reqs": "required", "ssl_check_hostname": True,
+                            "ssl_ca_certs": ca or self.path("tls", "ca.crt")})
+        options.update(kwargs)
+        return redis.Redis(**options)
+
+
+def other_ca(path):
+    """Write a CA that did not sign the server's certificate to ``path``; return ``path``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not the redis CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    with open(path, "wb") as handle:
+        handle.write(cert.public_bytes(serialization.Encoding.PEM))
+    return path

@@ -27,8 +27,7 @@ import redis
 import redis.asyncio
 from ansible_collections.llmops.serving.plugins.module_utils import model_engine_values as me
 
-from tests.contract.servers import free_port, run_role
-from tests.contract.test_redis_contract import RedisServer, other_ca
+from tests.contract.servers import RedisServer, free_port, other_ca, run_role
 
 pytestmark = pytest.mark.contract
 

@@ -16,70 +16,10 @@ import tempfile
 import pytest
 import redis
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from tests.contract.servers import failure_messages, free_port, run_role, wait_for_port
+from tests.contract.servers import RedisServer, failure_messages, free_port, other_ca, run_role
 
 pytestmark = pytest.mark.contract
-
-
-class RedisServer:
-    def __init__(self, workdir, port, tls=True):
-        self.workdir = workdir
-        self.render_dir = os.path.join(workdir, "render")
-        self.data_dir = os.path.join(workdir, "data")
-        self.port = port
-        self.tls = tls
-        self.proc = None
-        self.log_path = os.path.join(workdir, "redis.log")
-
-    def role_vars(self, **extra):
-        values = {
-            "redis_render_dir": self.render_dir,
-            "redis_render_data_dir": self.data_dir,
-            "redis_port": self.port,
-            "redis_bind": "127.0.0.1",
-            "redis_tls_enabled": self.tls,
-        }
-        values.update(extra)
-        return values
-
-    def path(self, *parts):
-        return os.path.join(self.render_dir, *parts)
-
-    @property
-    def password(self):
-        with open(self.path("secrets", "redis-cluster", "password"), encoding="utf-8") as handle:
-            return handle.read()
-
-    def start(self, binary):
-        os.makedirs(self.data_dir, exist_ok=True)
-        log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
-        self._log = log
-        self.proc = subprocess.Popen([binary, self.path("conf", "redis.conf")], stdout=log, stderr=log)
-        wait_for_port(self.port, proc=self.proc, log_path=self.log_path)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        if getattr(self, "_log", None):
-            self._log.close()
-
-    def client(self, password=None, ca=None, host="127.0.0.1", tls=None, **kwargs):
-        tls = self.tls if tls is None else tls
-        options = {"host": host, "port": self.port, "password": password, "socket_timeout": 5,
-                   "socket_connect_timeout": 5}
-        if tls:
-            options.update({"ssl": True, "ssl_cert_reqs": "required", "ssl_check_hostname": True,
-                            "ssl_ca_certs": ca or self.path("tls", "ca.crt")})
-        options.update(kwargs)
-        return redis.Redis(**options)
 
 
 @pytest.fixture(scope="module")
@@ -91,21 +31,6 @@ def tls_server(redis_binaries):
     yield server
     server.stop()
     shutil.rmtree(workdir, ignore_errors=True)
-
-
-def other_ca(path):
-    """A CA that did not sign the server's certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not the redis CA")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    with open(path, "wb") as handle:
-        handle.write(cert.public_bytes(serialization.Encoding.PEM))
-    return path
 
 
 def load_cert(path):

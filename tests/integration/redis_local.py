@@ -13,16 +13,14 @@ import os
 import re
 import subprocess
 
-from tests.contract.servers import free_port, wait_for_port
+from tests.contract.servers import RedisProcess, free_port
 
 PATH_DIRECTIVES = ("tls-cert-file", "tls-key-file", "tls-ca-cert-file", "include", "dir")
 
 
-class PodRedis:
+class PodRedis(RedisProcess):
     def __init__(self, core, apps, namespace, workdir, name="redis"):
-        self.workdir = workdir
-        self.port = free_port()
-        self.proc = None
+        super().__init__(workdir, free_port())
         sts = apps.read_namespaced_stateful_set(name, namespace)
         pod = sts.spec.template.spec
         self.container = pod.containers[0]
@@ -77,22 +75,6 @@ class PodRedis:
     def config_text(self):
         with open(self.conf_path, encoding="utf-8") as handle:
             return handle.read()
-
-    def start(self, binary):
-        log_path = os.path.join(self.workdir, "redis.log")
-        self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([binary, self.conf_path], stdout=self._log, stderr=self._log)
-        wait_for_port(self.port, proc=self.proc, log_path=log_path)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        if getattr(self, "_log", None):
-            self._log.close()
 
     def probe_command(self, kind="readiness"):
         """The pod's probe command, pointed at the local port and files."""
