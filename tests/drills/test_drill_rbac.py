@@ -16,16 +16,12 @@ cluster, so the drill removes leftovers of earlier drill runs first and its own 
 """
 
 import json
-import os
-import shutil
-import subprocess
-import uuid
 
 import pytest
 import yaml
 
-from tests.helpers.sandbox import kubectl, kubectl_json, load_env, run_playbook
-from tests.integration.test_model_engine_role import _apply, _secret, play, role_vars, work_dir
+from tests.helpers.model_engine_platform import model_engine_platform, role_vars, run
+from tests.helpers.sandbox import kubectl, kubectl_json
 
 PREFIX = "drill-rbac-"
 SA = "model-engine"
@@ -100,49 +96,13 @@ DOCUMENTED_BINDINGS = {
 API_CLIENTS = ("model-engine", "model-engine-endpoint-builder", "model-engine-cacher")
 
 
-def _helm(*args):
-    env = load_env()
-    return subprocess.run([env["SANDBOX_HELM"], *args], env=dict(os.environ, KUBECONFIG=env["KUBECONFIG"]),
-                          capture_output=True, text=True, check=False)
-
-
-def _drop_leftovers():
-    for kind, name in (("priorityclass", "model-engine-high-priority"), ("clusterrole", "model-engine-node-reader")):
-        found = kubectl("get", kind, name, "-o", "json", check=False)
-        if found.returncode == 0:
-            namespace = json.loads(found.stdout)["metadata"].get("annotations", {}).get(
-                "meta.helm.sh/release-namespace", "")
-            if namespace.startswith(PREFIX):
-                _helm("uninstall", "model-engine", "-n", namespace, "--wait")
-
-
 @pytest.fixture(scope="module")
 def release(sandbox_env):
-    _drop_leftovers()
-    suffix = uuid.uuid4().hex[:6]
-    cp, ep = PREFIX + "cp-" + suffix, PREFIX + "ep-" + suffix
-    regcred = json.dumps({"auths": {"registry.local": {"auth": "dTpw"}}})
-    objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in (cp, ep)]
-    objects += [
-        _secret(cp, "llm-engine-postgres-credentials",
-                {"database_url": "postgresql://llm:pw@postgres.%s:5432/llm_engine" % cp, "password": "pw"}),
-        _secret(cp, "redis-auth", {"password": "redis-pw"}),
-        _secret(cp, "llm-engine-s3", {"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio-secret"}),
-        _secret(ep, "llm-engine-s3", {"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio-secret"}),
-        _secret(cp, "regcred", {".dockerconfigjson": regcred}, "kubernetes.io/dockerconfigjson"),
-        _secret(ep, "regcred", {".dockerconfigjson": regcred}, "kubernetes.io/dockerconfigjson"),
-    ]
-    _apply(*objects)
-    platform = {"cp": cp, "ep": ep, "helm": sandbox_env["SANDBOX_HELM"], "kubeconfig": sandbox_env["KUBECONFIG"]}
-    try:
+    with model_engine_platform(PREFIX, sandbox_env) as platform:
         # RBAC and pod templates are there once Helm is done: no need to wait for the rollouts
-        installed = run_playbook(play(), extra_vars=role_vars(platform, model_engine_wait=False))
+        installed = run(platform, extra_vars=role_vars(platform, model_engine_wait=False))
         assert installed["rc"] == 0, (installed["stdout"] + installed["stderr"])[-5000:]
         yield platform
-    finally:
-        _helm("uninstall", "model-engine", "-n", cp, "--wait")
-        kubectl("delete", "namespace", cp, ep, "--wait=false", "--ignore-not-found", check=False)
-        shutil.rmtree(work_dir(cp), ignore_errors=True)
 
 
 def _namespace(release, placeholder):

@@ -6,153 +6,45 @@ upgrade, rollback) because the chart owns cluster-wide names (PriorityClass, nod
 and only one release can exist at a time; the other tests stop before installing.
 """
 
-import base64
 import json
 import os
 import shutil
 import subprocess
-import uuid
 
 import pytest
 import yaml
 
-from tests.helpers.sandbox import REPO_ROOT, kubectl, kubectl_json, load_env, run_playbook
+from tests.helpers.model_engine_platform import (
+    CHART,
+    S3_KEYS,
+    TAG_1,
+    apply,
+    model_engine_platform,
+    namespace_object,
+    remove_leftovers,
+    role_vars,
+    run,
+    secret,
+    suffix,
+    uninstall_release,
+    work_dir,
+)
+from tests.helpers.playbook import changed_tasks
+from tests.helpers.sandbox import REPO_ROOT, kubectl, kubectl_json
 
 pytestmark = pytest.mark.sandbox
 
-CHART = os.path.join(REPO_ROOT, "tests", "fixtures", "charts", "model-engine-standin")
 SCRIPT = os.path.join(REPO_ROOT, "roles", "model_engine", "files", "post_renderer.py")
-TAG_1 = "0.9.3"
 TAG_2 = "0.9.4"
 DEPLOYMENTS = ("model-engine", "model-engine-endpoint-builder", "model-engine-cacher")
-
-
-def _suffix():
-    return uuid.uuid4().hex[:6]
-
-
-def _secret(namespace, name, data, kind="Opaque"):
-    return {"apiVersion": "v1", "kind": "Secret", "type": kind,
-            "metadata": {"name": name, "namespace": namespace},
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
-
-
-def _apply(*objects):
-    kubectl("apply", "-f", "-", input_text=yaml.safe_dump_all(objects))
-
-
-def _cleanup_release(namespace):
-    env = load_env()
-    subprocess.run([env["SANDBOX_HELM"], "uninstall", "model-engine", "-n", namespace, "--wait"],
-                   env=dict(os.environ, KUBECONFIG=env["KUBECONFIG"]), capture_output=True, check=False)
-
-
-def _leftover_release_namespaces():
-    """Namespaces of earlier test releases that still own the chart's cluster-wide objects."""
-    found = set()
-    for kind, name in (("priorityclass", "model-engine-high-priority"),
-                       ("clusterrole", "model-engine-node-reader")):
-        result = kubectl("get", kind, name, "-o", "json", check=False)
-        if result.returncode == 0:
-            annotations = json.loads(result.stdout)["metadata"].get("annotations", {})
-            namespace = annotations.get("meta.helm.sh/release-namespace", "")
-            if namespace.startswith("it-me-"):
-                found.add(namespace)
-    return found
-
-
-def _remove_leftovers():
-    """Uninstall earlier test releases, then delete cluster-wide chart objects they left behind when
-    their namespace went away before the release (Helm cannot uninstall a release whose namespace,
-    and so its release record, is gone)."""
-    for namespace in _leftover_release_namespaces():
-        _cleanup_release(namespace)
-    for kind in ("priorityclass", "clusterrole", "clusterrolebinding"):
-        for item in kubectl_json("get", kind)["items"]:
-            annotations = item["metadata"].get("annotations") or {}
-            if annotations.get("meta.helm.sh/release-namespace", "").startswith("it-me-"):
-                kubectl("delete", kind, item["metadata"]["name"], "--ignore-not-found", check=False)
+PREFIX = "it-me-"
 
 
 @pytest.fixture(scope="module")
 def platform(sandbox_env):
     """Two namespaces with the Secrets the release references; removed afterwards."""
-    _remove_leftovers()
-    suffix = _suffix()
-    cp, ep = "it-me-cp-" + suffix, "it-me-ep-" + suffix
-    regcred = json.dumps({"auths": {"registry.local": {"auth": base64.b64encode(b"u:p").decode()}}})
-    objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in (cp, ep)]
-    objects += [
-        _secret(cp, "llm-engine-postgres-credentials",
-                {"database_url": "postgresql://llm:pw@postgres.%s:5432/llm_engine" % cp, "password": "pw"}),
-        _secret(cp, "redis-auth", {"password": "redis-pw"}),
-        _secret(cp, "llm-engine-s3", {"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio-secret"}),
-        _secret(ep, "llm-engine-s3", {"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio-secret"}),
-        _secret(cp, "regcred", {".dockerconfigjson": regcred}, "kubernetes.io/dockerconfigjson"),
-        _secret(ep, "regcred", {".dockerconfigjson": regcred}, "kubernetes.io/dockerconfigjson"),
-    ]
-    _apply(*objects)
-    yield {"cp": cp, "ep": ep, "helm": sandbox_env["SANDBOX_HELM"], "kubeconfig": sandbox_env["KUBECONFIG"]}
-    _cleanup_release(cp)
-    kubectl("delete", "namespace", cp, ep, "--wait=false", "--ignore-not-found", check=False)
-    shutil.rmtree(work_dir(cp), ignore_errors=True)
-
-
-def work_dir(namespace):
-    return "/tmp/llmops-it-model-engine-" + namespace
-
-
-def role_vars(platform, **overrides):
-    result = {
-        "model_engine_chart_ref": CHART,
-        "model_engine_namespace": platform["cp"],
-        "model_engine_endpoint_namespace": platform["ep"],
-        "model_engine_helm_binary": platform["helm"],
-        "model_engine_tag": TAG_1,
-        "model_engine_image_registry": "registry.local",
-        "model_engine_image_repository": "registry.local/llm-engine/model-engine",
-        "model_engine_inference_images": {"vllm": {"repository": "registry.local/vllm/vllm-openai",
-                                                   "tag": "v0.6.3"}},
-        "model_engine_image_pull_secret": "regcred",
-        "model_engine_s3_endpoint_url": "http://minio.storage:9000",
-        "model_engine_s3_credentials_secret": "llm-engine-s3",
-        "model_engine_resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
-        "model_engine_wait_timeout": 480,  # the sandbox is shared and often busy
-        "model_engine_work_dir": work_dir(platform["cp"]),
-        "redis_connection": {"host": "redis.%s.svc" % platform["cp"], "port": 6379, "tls": False,
-                             "password_secret_name": "redis-auth", "password_secret_key": "password",
-                             "namespace": platform["cp"], "url_scheme": "redis"},
-        "postgres_connection": {"host": "postgres.%s.svc" % platform["cp"], "port": 5432,
-                                "database": "llm_engine", "user": "llm",
-                                "secret_name": "llm-engine-postgres-credentials", "password_key": "password",
-                                "database_url_key": "database_url", "namespace": platform["cp"]},
-        "gpu_discovery_types": {"nvidia-tesla-t4": {
-            "nodes": ["sbx-t4-gfd"], "gpus_total": 1, "gpus_free": 1, "gpu_memory_mib": 15360,
-            "resource_name": "nvidia.com/gpu",
-            "node_selector": {"k8s.amazonaws.com/accelerator": "nvidia-tesla-t4"},
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-            "vendor": "nvidia"}},
-        "gpu_discovery_recommended_hardware": {"byGpuMemoryGb": [
-            {"gpu_memory_le": 12, "cpus": 4, "gpus": 1, "memory": "16Gi", "storage": "40Gi",
-             "gpu_type": "nvidia-tesla-t4", "nodes_per_worker": 1}], "byModelName": []},
-        "model_staging_checkpoints": {"tiny": {"checkpoint_path": "s3://models/tiny/",
-                                               "manifest_key": "tiny/.manifest.json"}},
-    }
-    result.update(overrides)
-    return result
-
-
-def play(tasks_from=None):
-    role = {"name": "llmops.serving.model_engine"}
-    if tasks_from:
-        role["tasks_from"] = tasks_from
-    return [{"hosts": "localhost", "gather_facts": False,
-             "tasks": [{"name": "Run model_engine", "ansible.builtin.include_role": role}]}]
-
-
-def run(platform, tasks_from=None, **kwargs):
-    extra = kwargs.pop("extra_vars", None) or role_vars(platform)
-    return run_playbook(play(tasks_from), extra_vars=extra, **kwargs)
+    with model_engine_platform(PREFIX, sandbox_env) as created:
+        yield created
 
 
 def helm(platform, *args):
@@ -191,17 +83,8 @@ def task_results(result, name):
 def failure_text(result):
     """The run's output, then the pods of the test namespaces (why a rollout did not finish)."""
     pods = kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
-    pods = "\n".join(line for line in pods.splitlines() if line.startswith(("NAMESPACE", "it-me-")))
+    pods = "\n".join(line for line in pods.splitlines() if line.startswith(("NAMESPACE", PREFIX)))
     return result["stdout"] + result["stderr"] + "\n--- pods:\n" + pods
-
-
-def changed_tasks(result):
-    names = []
-    for play_result in (result["json"] or {}).get("plays", []):
-        for task in play_result.get("tasks", []):
-            if any(host.get("changed") for host in task["hosts"].values()):
-                names.append(task["task"]["name"])
-    return names
 
 
 def test_lifecycle_install_idempotence_rbac_check_mode_upgrade_rollback(platform):
@@ -376,25 +259,23 @@ def served_platform(sandbox_env):
     half-way to see the objects dropped)."""
     from tests.sandbox import crds
 
-    _remove_leftovers()
-    suffix = _suffix()
-    cp, ep = "it-me-cp-" + suffix, "it-me-ep-" + suffix
+    remove_leftovers(PREFIX)
+    tag = suffix()
+    cp, ep = PREFIX + "cp-" + tag, PREFIX + "ep-" + tag
     created_istio_system = kubectl("get", "namespace", "istio-system", check=False).returncode != 0
-    objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
-               for ns in (cp, ep) + (("istio-system",) if created_istio_system else ())]
+    objects = [namespace_object(ns) for ns in (cp, ep) + (("istio-system",) if created_istio_system else ())]
     pem = "-----BEGIN CERTIFICATE-----\nstandin\n-----END CERTIFICATE-----\n"
-    s3_keys = {"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio-secret"}
     for ns in (cp, ep):
-        objects += [_secret(ns, "redis-cluster", {"password": "redis-pw"}),
-                    _secret(ns, "redis-ca", {"ca.crt": pem}), _secret(ns, "llm-engine-s3", s3_keys)]
-    objects.append(_secret(cp, "llm-engine-postgres-credentials",
-                           {"database_url": "postgresql://llm:pw@postgres.%s:5432/llm_engine" % cp}))
-    _apply(*objects)
+        objects += [secret(ns, "redis-cluster", {"password": "redis-pw"}),
+                    secret(ns, "redis-ca", {"ca.crt": pem}), secret(ns, "llm-engine-s3", S3_KEYS)]
+    objects.append(secret(cp, "llm-engine-postgres-credentials",
+                          {"database_url": "postgresql://llm:pw@postgres.%s:5432/llm_engine" % cp}))
+    apply(*objects)
     for addon in ("istio", "keda"):
         crds.install(addon)
     yield {"cp": cp, "ep": ep, "helm": sandbox_env["SANDBOX_HELM"], "kubeconfig": sandbox_env["KUBECONFIG"],
            "crds": crds}
-    _cleanup_release(cp)
+    uninstall_release(cp)
     for addon in ("istio", "keda"):
         crds.remove(addon)
     namespaces = [cp, ep] + (["istio-system"] if created_istio_system else [])
@@ -445,7 +326,7 @@ def test_istio_and_keda_served_then_removed(served_platform):
     # --- the add-ons go away: a new install drops their objects and says so. (An upgrade of a release
     # whose stored manifest holds kinds that are no longer served fails in Helm itself: it cannot map
     # the old objects. Uninstall, or reinstall the CRDs, before removing an add-on.)
-    _cleanup_release(cp)
+    uninstall_release(cp)
     for addon in ("istio", "keda"):
         served_platform["crds"].remove(addon)
     second = run(served_platform, extra_vars=extra)
