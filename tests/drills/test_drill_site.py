@@ -36,10 +36,10 @@ import time
 import pytest
 
 from tests.drills import site_secrets
+from tests.helpers.playbook import INVENTORY, PLAYBOOKS, changed_keys, exists, failures, host_results
 from tests.helpers.sandbox import (
     REPO_ROOT,
     kube_client,
-    kubectl,
     kubectl_json,
     load_env,
     process_env,
@@ -49,8 +49,6 @@ from tests.helpers.sandbox import (
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
-INVENTORY = os.path.join(REPO_ROOT, "inventories", "sandbox")
-PLAYBOOKS = os.path.join(REPO_ROOT, "playbooks")
 SANDBOX_PY = os.path.join(REPO_ROOT, "tests", "sandbox", "sandbox.py")
 NAMESPACE = "llm-engine"
 NAMESPACES = (NAMESPACE, "llm-engine-endpoints", "vllm")
@@ -106,28 +104,9 @@ def playbook(name, **kwargs):
     return finish(start_playbook(name, **kwargs))
 
 
-def results(run):
-    """[(task key, host result)] in order; a task's key is its name and file:line."""
-    out = []
-    for play in (run["json"] or {}).get("plays", []):
-        for task in play.get("tasks", []):
-            key = (task["task"]["name"], task["task"].get("path", ""))
-            out.extend((key, host) for host in task["hosts"].values())
-    return out
-
-
-def failures(run):
-    found = ["%s: %s" % (key[0], host.get("msg")) for key, host in results(run) if host.get("failed")]
-    return "\n".join(found) or run["stderr"][-3000:] or run["stdout"][-3000:]
-
-
-def changed_keys(run):
-    return {key for key, host in results(run) if host.get("changed")}
-
-
 def finished_keys(run):
     """Tasks with at least one result that is not a failure (ok, changed or skipped)."""
-    return {key for key, host in results(run) if not host.get("failed") and not host.get("unreachable")}
+    return {key for key, host in host_results(run) if not host.get("failed") and not host.get("unreachable")}
 
 
 def unexpected_changes(interrupted, converging):
@@ -152,10 +131,6 @@ def secret_map():
 def pvc_uids():
     items = kubectl_json("get", "pvc", "-n", NAMESPACE)["items"]
     return {item["metadata"]["name"]: item["metadata"]["uid"] for item in items}
-
-
-def exists(kind, name, namespace):
-    return kubectl("get", kind, name, "-n", namespace, "--ignore-not-found", "-o", "name").stdout.strip() != ""
 
 
 # ----------------------------------------------------------------------------- the API server
@@ -320,7 +295,7 @@ def test_apiserver_killed_mid_run_fails_clearly_or_completes(drill):
     drill["interrupted"] = result
 
     if result["rc"] != 0:
-        failed = [(key, host) for key, host in results(result) if host.get("failed") and not host.get("ignored")]
+        failed = [(key, host) for key, host in host_results(result) if host.get("failed") and not host.get("ignored")]
         failed = failed or [(("(playbook)", ""), {"msg": result["stderr"]})]
         for (name, path), host in failed:
             message = str(host.get("msg", ""))

@@ -19,6 +19,7 @@ import tempfile
 import pytest
 import yaml
 
+from tests.helpers.playbook import INVENTORY, PLAYBOOKS, changed_tasks, exists, failures
 from tests.helpers.sandbox import (
     REPO_ROOT,
     kubectl,
@@ -33,8 +34,6 @@ from tests.integration.s3_helpers import client_for, sandbox_s3
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
-INVENTORY = os.path.join(REPO_ROOT, "inventories", "sandbox")
-PLAYBOOKS = os.path.join(REPO_ROOT, "playbooks")
 NAMESPACE = "llm-engine"
 VLLM_NAMESPACE = "vllm"
 ENDPOINT = "tiny-llama"
@@ -47,21 +46,6 @@ DATA_PVCS = ("data-redis-0", "data-postgres-0")
 
 def playbook(name, **kwargs):
     return run_playbook(os.path.join(PLAYBOOKS, name), inventory=INVENTORY, **kwargs)
-
-
-def failures(run):
-    out = []
-    for play in (run["json"] or {}).get("plays", []):
-        for task in play.get("tasks", []):
-            for host in task["hosts"].values():
-                if host.get("failed"):
-                    out.append("%s: %s" % (task["task"]["name"], host.get("msg")))
-    return "\n".join(out) or run["stderr"][-3000:] or run["stdout"][-3000:]
-
-
-def changed_tasks(run):
-    return sorted({task["task"]["name"] for play in (run["json"] or {}).get("plays", [])
-                   for task in play.get("tasks", []) if any(h.get("changed") for h in task["hosts"].values())})
 
 
 def gpu_node_names():
@@ -89,10 +73,6 @@ def secret_data(name, namespace=NAMESPACE):
     if result.returncode != 0:
         return None
     return {k: base64.b64decode(v).decode() for k, v in (json.loads(result.stdout).get("data") or {}).items()}
-
-
-def exists(kind, name, namespace):
-    return kubectl("get", kind, name, "-n", namespace, "--ignore-not-found", "-o", "name").stdout.strip() != ""
 
 
 def pvc_uids():
