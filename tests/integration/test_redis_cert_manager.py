@@ -21,8 +21,7 @@ import redis
 from cryptography import x509
 from kubernetes import client
 
-from tests.contract.servers import require_binary
-from tests.contract.test_redis_contract import other_ca
+from tests.contract.servers import other_ca, require_binary
 from tests.helpers.sandbox import kube_client, run_playbook, total_changed
 from tests.integration.redis_local import PodRedis
 from tests.integration.test_data_plane import assert_ok, changed_tasks, failures, statefulset_seen_ready
