@@ -887,7 +887,8 @@ def _wait_readable(fileno, timeout, what):
     poller = select.poll()
     poller.register(fileno, select.POLLIN)
     if not poller.poll(timeout * 1000.0):
-        raise StageError("%s: no data for %s s (read timeout); check the server and the network" % (what, timeout))
+        raise StageError("no data for %s s while %s (read timeout); check that the server is running and the network"
+                         % (timeout, what))
 
 
 def splice_body(inner, fd, pos, length, buf, timeout, cancel, what):
@@ -1350,7 +1351,7 @@ class TransferEngine(object):
             if inner.length > length:
                 body.close()
                 raise StageError("s3://%s/%s returned more bytes than its listed size" % (self.bucket, record["key"]))
-            what = "s3://%s/%s (endpoint %s, bucket %r)" % (self.bucket, record["key"], self.endpoint_url, self.bucket)
+            what = "downloading %s (endpoint %s, bucket %r)" % (record["key"], self.endpoint_url, self.bucket)
             try:
                 # a body shorter than asked (Content-Length) ends there; the caller reports the gap
                 return offset + splice_body(inner, record["fd"], offset, min(length, inner.length), buf,
@@ -1397,11 +1398,11 @@ class TransferEngine(object):
                     if pos != offset + length:
                         # the GET is conditional on the listed ETag (a replaced object answers 412), so a
                         # short body is the connection ending early: the server stopped or the network cut
-                        raise StageError("s3://%s/%s: the connection ended after %d of %d bytes of range %d-%d "
-                                         "(endpoint %s, bucket %r; server stopped or network cut); check that the "
-                                         "server is running"
-                                         % (self.bucket, record["key"], pos - offset, length, offset,
-                                            offset + length - 1, self.endpoint_url or "AWS S3", self.bucket))
+                        raise StageError("the connection ended while downloading %s (endpoint %s, bucket %r): %d of "
+                                         "%d bytes of range %d-%d arrived (server stopped or network cut); check "
+                                         "that the server is running"
+                                         % (record["key"], self.endpoint_url or "AWS S3", self.bucket, pos - offset,
+                                            length, offset, offset + length - 1))
                     with self.lock:
                         self.bytes_received += length
                 record["hasher"].part_done(index)
@@ -1409,6 +1410,11 @@ class TransferEngine(object):
                 if error_code(exc) in ("PreconditionFailed", "412"):
                     exc = StageError("s3://%s/%s changed after the manifest was written (ETag no longer matches): "
                                      "re-run mode=push" % (self.bucket, record["key"]))
+                elif isinstance(exc, ConnectionError):
+                    # the socket broke while the body was read straight from it (splice or readinto)
+                    exc = StageError("the connection broke while downloading %s (endpoint %s, bucket %r): %s (server "
+                                     "stopped or network cut); check that the server is running"
+                                     % (record["key"], self.endpoint_url or "AWS S3", self.bucket, exc))
                 self._fail(exc, "downloading %s" % record["key"])
         return task
 

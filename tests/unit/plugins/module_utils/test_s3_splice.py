@@ -117,8 +117,10 @@ def test_stalled_server_is_a_named_read_timeout(serve, tmp_path):
     resp = server.response()
     _path, fd = _file(tmp_path, len(data) * 2)
     try:
-        with pytest.raises(st.StageError, match=r"s3://b/k from http://x: no data for 0.5 s \(read timeout\)"):
-            st.splice_body(resp, fd, 0, len(data) * 2, bytearray(64 * 1024), 0.5, threading.Event(), "s3://b/k from http://x")
+        want = r"no data for 0.5 s while downloading k \(endpoint http://x\) \(read timeout\); check that the server"
+        with pytest.raises(st.StageError, match=want):
+            st.splice_body(resp, fd, 0, len(data) * 2, bytearray(64 * 1024), 0.5, threading.Event(),
+                           "downloading k (endpoint http://x)")
     finally:
         stall.set()
         os.close(fd)
