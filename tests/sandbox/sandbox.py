@@ -8,8 +8,10 @@
 
 Processes, all on 127.0.0.1 with free ports: etcd, kube-apiserver (RBAC, client-cert auth),
 kube-controller-manager, kube-scheduler, kwok (fake nodes from nodes.yaml; pods scheduled onto
-them become Running/Ready), a PV provisioner (this file, `provisioner`), MinIO, and the LLM Engine
-gateway stand-in when present. Nothing runs in containers: no kubelet, no container starts.
+them become Running/Ready), a PV provisioner (this file, `provisioner`), MinIO, the LLM Engine
+gateway stand-in when present, and `workloads` (workloads.py): in the namespace `llm-engine`, the
+Redis and PostgreSQL the roles deploy and the pinned LLM Engine server the chart deploys run as real
+local processes. Nothing runs in containers: no kubelet, no container starts.
 """
 
 import argparse
@@ -38,7 +40,7 @@ POD_CIDR = "10.0.0.0/16"
 
 # Start order; a component restarts when anything it depends on restarted.
 COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
-              "provisioner", "minio", "llm-engine-standin"]
+              "provisioner", "minio", "llm-engine-standin", "workloads"]
 DEPENDS = {
     "kube-apiserver": ["etcd"],
     "kube-controller-manager": ["kube-apiserver"],
@@ -46,7 +48,11 @@ DEPENDS = {
     "kwok": ["kube-apiserver"],
     "provisioner": ["kube-apiserver"],
     "llm-engine-standin": ["kube-apiserver"],
+    "workloads": ["kube-apiserver"],
 }
+# where the workloads component runs pods as real processes (tests/sandbox/workloads.py): the sandbox
+# inventory's control-plane namespace (llmops_namespace)
+WORKLOAD_NAMESPACES = os.environ.get("LLMOPS_SANDBOX_WORKLOAD_NAMESPACES", "llm-engine")
 
 
 def log(msg):
@@ -376,6 +382,10 @@ def component_cmds(sb, bins):
                   "--address=127.0.0.1:%d" % p("minio"),
                   "--console-address=127.0.0.1:%d" % p("minio:console")],
     }
+    cmds["workloads"] = [
+        sys.executable, os.path.join(HERE, "workloads.py"), "--dir", sb.dir, "run",
+        "--kubeconfig", sb.path("admin.kubeconfig"), "--helm", bins["helm"],
+        "--gateway-port", str(p("workloads:gateway")), "--namespaces", WORKLOAD_NAMESPACES]
     standin = os.path.join(HERE, "llm_engine_standin.py")
     if os.path.exists(standin):
         cmds["llm-engine-standin"] = [
@@ -398,6 +408,7 @@ def minio_credentials(sb):
 def up(sb):
     t0 = time.time()
     bins = binaries()
+    upstream_venv().build()
     os.makedirs(sb.dir, exist_ok=True)
     ensure_pki(sb)
     creds = minio_credentials(sb)
@@ -487,6 +498,9 @@ def write_env(sb, bins, api_url, creds):
         "AWS_SECRET_ACCESS_KEY": creds["secret_key"],
         "AWS_DEFAULT_REGION": "us-east-1",
     }
+    # the real gateway (workloads.py) answers here once the model_engine role installed the chart in
+    # llm-engine: `workloads.py --dir <sandbox> wait-gateway` waits for it
+    values["SANDBOX_LLM_ENGINE_GATEWAY_URL"] = "http://127.0.0.1:%d" % sb.port("workloads:gateway")
     if "llm-engine-standin" in sb.state.get("pids", {}):
         values["SANDBOX_LLM_ENGINE_URL"] = "http://127.0.0.1:%d" % sb.port("llm-engine-standin")
         values["SANDBOX_LLM_ENGINE_USER"] = "sandbox-user"

@@ -39,6 +39,7 @@ exits is restarted with a back-off, like CrashLoopBackOff, and its last error is
 
 import argparse
 import base64
+import datetime
 import hashlib
 import json
 import os
@@ -50,6 +51,7 @@ import subprocess
 import sys
 import time
 import zlib
+from urllib.parse import quote
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -59,7 +61,9 @@ if REPO_ROOT not in sys.path:
 # image (last path element, without tag) -> kind of local program
 IMAGES = {"redis": "redis", "postgres": "postgres", "model-engine": "model-engine"}
 INIT_WRAPPERS = ("dumb-init", "tini")
-CRASH_BACKOFF_MAX = 60
+# a kubelet's CrashLoopBackOff: 10 s, doubled per restart, at most 5 minutes
+CRASH_BACKOFF_FIRST = 10
+CRASH_BACKOFF_MAX = 300
 
 
 def log(msg):
@@ -112,12 +116,16 @@ class PathMap:
         return path
 
     def rewrite_text(self, text):
-        """Every container path in free text (a script, an env value, a config file) rewritten."""
-        prefixes = [prefix for prefix, _ in self.mounts + self.image_roots]
+        """Every container path in free text (a script, an env value, a config file) rewritten, also
+        where it is URL-encoded (`ssl_ca_certs=%2Fetc%2F...` in a Redis URL)."""
+        prefixes = [prefix.rstrip("/") for prefix, _ in self.mounts + self.image_roots]
         if not prefixes:
             return text
-        pattern = r"(?<![\w./-])(%s)(?=$|[/\s'\"=:;,)])" % "|".join(re.escape(p.rstrip("/")) for p in prefixes)
-        return re.sub(pattern, lambda match: self.local(match.group(1)), text)
+        pattern = r"(?<![\w./-])(%s)(?=$|[/\s'\"=:;,)&])" % "|".join(re.escape(p) for p in prefixes)
+        text = re.sub(pattern, lambda match: self.local(match.group(1)), text)
+        encoded = {quote(p, safe=""): quote(self.local(p), safe="") for p in prefixes}
+        pattern = r"(?<![\w%%])(%s)(?=$|%%2F|[&\s'\"])" % "|".join(re.escape(p) for p in encoded)
+        return re.sub(pattern, lambda match: encoded[match.group(1)], text)
 
 
 # ----------------------------------------------------------------------------- the cluster
@@ -291,12 +299,13 @@ def service_for(addresses, namespace, labels):
 
 
 class Supervisor:
-    def __init__(self, sandbox_dir, kubeconfig, helm, gateway_port):
+    def __init__(self, sandbox_dir, kubeconfig, helm, gateway_port, namespaces):
         self.dir = os.path.join(sandbox_dir, "workloads")
         self.sandbox_dir = sandbox_dir
         self.kubeconfig = kubeconfig
         self.helm = helm
         self.gateway_port = gateway_port
+        self.namespaces = set(namespaces)
         self.cluster = Cluster(kubeconfig)
         self.procs = {}      # key -> dict(proc, hash, started, restarts, ...)
         self.status = {}
@@ -345,9 +354,13 @@ class Supervisor:
         previous = self.status.get(key, {})
         self.procs[key] = {"proc": proc, "hash": whash, "started": time.time(), "ready": ready,
                            "after_stop": list(after_stop)}
+        same = previous.get("hash") == whash
         self.status[key] = {"pid": proc.pid, "state": "starting", "log": logpath, "argv": argv,
-                            "restarts": previous.get("restarts", 0) if previous.get("hash") == whash else 0,
+                            "restarts": previous.get("restarts", 0) if same else 0,
                             "hash": whash, "started": time.time()}
+        for carried in ("exit_code", "last_error"):
+            if same and carried in previous:
+                self.status[key][carried] = previous[carried]
         log("started %s (pid %d): %s" % (key, proc.pid, " ".join(argv)))
 
     # ---- one pass
@@ -359,8 +372,10 @@ class Supervisor:
             for obj in lister().items:
                 containers = obj.spec.template.spec.containers
                 program = next((image_kind(c.image) for c in containers if image_kind(c.image)), None)
-                if program is None or not obj.spec.replicas:
+                if program is None or not obj.spec.replicas or obj.metadata.namespace not in self.namespaces:
                     continue
+                if program == "model-engine" and "meta.helm.sh/release-name" not in (obj.metadata.annotations or {}):
+                    continue  # an endpoint's Deployment (forwarder + inference server): kwok only
                 wanted.append((["redis", "postgres", "model-engine"].index(program), kind, obj, program))
         gateway_key = None
         for _, _kind, obj, program in sorted(wanted, key=lambda item: item[0]):
@@ -384,11 +399,14 @@ class Supervisor:
             if entry is not None and entry["proc"].poll() is not None:
                 rc = entry["proc"].returncode
                 st = self.status[key]
-                backoff = min(CRASH_BACKOFF_MAX, 5 * 2 ** st.get("restarts", 0))
-                st.update(state="crashed (exit %s); restarting after %ds" % (rc, backoff), exit_code=rc,
-                          last_error=last_error(st["log"]))
-                if time.time() - entry.get("exited", 0) < backoff:
-                    entry.setdefault("exited", time.time())
+                backoff = min(CRASH_BACKOFF_MAX, CRASH_BACKOFF_FIRST * 2 ** st.get("restarts", 0))
+                if "exited" not in entry:
+                    entry["exited"] = time.time()
+                    st.update(state="CrashLoopBackOff (exit %s); restart after %ds" % (rc, backoff), exit_code=rc,
+                              last_error=last_error(st["log"]))
+                    self.event(obj, "BackOff", "Back-off restarting failed container (exit %s; sandbox process, "
+                               "log %s): %s" % (rc, st["log"], last_line(st["last_error"])))
+                if time.time() - entry["exited"] < backoff:
                     continue
                 self.procs.pop(key)
                 st["restarts"] = st.get("restarts", 0) + 1
@@ -424,6 +442,26 @@ class Supervisor:
                 log("%s ready after %.1fs" % (key, st["ready_after_s"]))
         except Exception as exc:  # noqa: BLE001 - not yet
             self.status[key]["probe"] = str(exc)[:200]
+
+    def event(self, obj, reason, message):
+        """A Warning Event on the workload's pods, as the kubelet gives one (kubectl describe, status.yml)."""
+        from kubernetes import client
+
+        selector = ",".join("%s=%s" % kv for kv in sorted((obj.spec.selector.match_labels or {}).items()))
+        try:
+            pods = self.cluster.core.list_namespaced_pod(obj.metadata.namespace, label_selector=selector).items
+            now = datetime.datetime.now(datetime.timezone.utc)
+            for pod in pods[:3]:
+                self.cluster.core.create_namespaced_event(obj.metadata.namespace, client.CoreV1Event(
+                    metadata=client.V1ObjectMeta(generate_name=pod.metadata.name + "."),
+                    involved_object=client.V1ObjectReference(kind="Pod", name=pod.metadata.name,
+                                                             namespace=pod.metadata.namespace, uid=pod.metadata.uid,
+                                                             api_version="v1"),
+                    reason=reason, message=message[:1000], type="Warning", count=1,
+                    first_timestamp=now, last_timestamp=now,
+                    source=client.V1EventSource(component="sandbox-workloads")))
+        except Exception as exc:  # noqa: BLE001 - an event is best effort
+            log("event for %s: %s" % (obj.metadata.name, exc))
 
     def write_hosts(self, names):
         """/etc/hosts of the LLM Engine processes; written in place, so their bind mounts see updates."""
@@ -575,6 +613,11 @@ class Supervisor:
                        image_roots={"/workspace": workspace})
         container = obj.spec.template.spec.containers[0]
         env, venv = self.model_engine_env(pod, container, addresses)
+        # the server's own config files name mounted files (the Redis CA in the cache URL); the
+        # templates of the endpoints' objects are left as rendered: they are for the endpoints' pods
+        for var in ("DEPLOY_SERVICE_CONFIG_PATH", "ML_INFRA_SERVICES_CONFIG_PATH"):
+            if os.path.isfile(env.get(var, "")):
+                pod.rewrite_file(env[var])
         self.run_migrations(obj, root, addresses)
         argv = self.venv_argv(pod.argv(container), venv)
         ready = None
@@ -684,6 +727,12 @@ def make_traversable(path):
         path = os.path.dirname(path)
 
 
+def last_line(text):
+    """The last non-empty line of a log tail (an exception's message, usually)."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
 def last_error(logpath, lines=15):
     try:
         with open(logpath, errors="replace") as handle:
@@ -737,12 +786,14 @@ def main(argv=None):
     run_p.add_argument("--kubeconfig", required=True)
     run_p.add_argument("--helm", default="")
     run_p.add_argument("--gateway-port", type=int, required=True)
+    run_p.add_argument("--namespaces", default="llm-engine", help="comma-separated namespaces whose pods run here")
     sub.add_parser("status")
     wait_p = sub.add_parser("wait-gateway")
     wait_p.add_argument("--timeout", type=int, default=600)
     args = parser.parse_args(argv)
     if args.command == "run":
-        Supervisor(os.path.abspath(args.dir), args.kubeconfig, args.helm, args.gateway_port).run()
+        Supervisor(os.path.abspath(args.dir), args.kubeconfig, args.helm, args.gateway_port,
+                   [ns for ns in args.namespaces.split(",") if ns]).run()
     elif args.command == "status":
         print(json.dumps(read_status(args.dir), indent=2, sort_keys=True))
     else:
