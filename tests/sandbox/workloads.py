@@ -40,6 +40,7 @@ exits is restarted with a back-off, like CrashLoopBackOff, and its last error is
 import argparse
 import base64
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -251,8 +252,8 @@ class LocalPod:
         return {key: self.paths.rewrite_text(value) for key, value in env.items()}
 
     def argv(self, container):
-        return [self.paths.rewrite_text(arg) for arg in strip_init(list(container.command or []) +
-                                                                     list(container.args or []))]
+        argv = strip_init(list(container.command or []) + list(container.args or []))
+        return [self.paths.rewrite_text(arg) for arg in argv]
 
     def rewrite_file(self, path):
         with open(path, encoding="utf-8") as handle:
@@ -515,7 +516,7 @@ class Supervisor:
         env = dict(os.environ)
         port = container.ports[0].container_port
         self.launch(key, [require_binary("redis-server", ["/usr/bin/redis-server"]), local_conf], env, root, whash,
-                    ready=lambda: tcp_ok(address, port))
+                    ready=functools.partial(tcp_ok, address, port))
 
     def start_postgres(self, key, obj, root, address, whash):
         from tests.contract.servers import as_user, chown_tree, postgres_bindir, server_user
@@ -577,14 +578,15 @@ class Supervisor:
             if proc.returncode != 0:
                 raise RuntimeError("init container %s failed: %s" % (init.name, proc.stderr[-2000:]))
         argv = argv + ["-c", "listen_addresses=%s" % address]
-        self.launch(key, as_user(argv, user), env, root, whash, ready=lambda: tcp_ok(address, port))
+        self.launch(key, as_user(argv, user), env, root, whash, ready=functools.partial(tcp_ok, address, port))
 
     def model_engine_env(self, pod, container, addresses):
         from tests.sandbox import upstream_venv
 
         venv = os.path.dirname(os.path.dirname(upstream_venv.venv_python()))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "PG", "AWS_", "VIRTUAL_ENV",
-                                                                          "PYTHON"))}
+        # nothing of the sandbox's own environment that a pod would not have (its S3 keys, KUBERNETES_*)
+        dropped = ("KUBERNETES_", "PG", "AWS_", "VIRTUAL_ENV", "PYTHON", "SANDBOX_")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
         env.update(pod.env(container))
         workspace = os.path.join(pod.root, "workspace")
         env.update({
@@ -623,7 +625,7 @@ class Supervisor:
         ready = None
         if is_gateway:
             argv += ["--port", str(self.gateway_port), "--num-workers", "1"]
-            ready = lambda: http_ok("http://127.0.0.1:%d/healthcheck" % self.gateway_port)  # noqa: E731
+            ready = functools.partial(http_ok, "http://127.0.0.1:%d/healthcheck" % self.gateway_port)
         self.launch(key, self.in_cluster_dns(argv), env, workspace, whash, ready=ready)
 
     @staticmethod
@@ -728,12 +730,13 @@ def make_traversable(path):
 
 
 def last_line(text):
-    """The last non-empty line of a log tail (an exception's message, usually)."""
+    """The last exception line of a log tail (`module.SomeError: message`), else its last line."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[-1][:500] if lines else ""
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*", line)]
+    return (errors or lines or [""])[-1][:500]
 
 
-def last_error(logpath, lines=15):
+def last_error(logpath, lines=40):
     try:
         with open(logpath, errors="replace") as handle:
             return "".join(handle.readlines()[-lines:])

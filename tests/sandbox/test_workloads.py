@@ -1,0 +1,121 @@
+"""The sandbox runs what the roles deployed in `llm-engine` as real processes (tests/sandbox/workloads.py):
+the Redis and PostgreSQL of the redis/postgres roles, and the pinned LLM Engine server of the chart the
+model_engine role installed (migration hook, gateway, endpoint builder, cacher).
+
+Deploys the sandbox inventory's prereqs, gpu, data and gateway phases once, waits for the real gateway,
+then checks each process against the objects on the cluster. Uninstalls the release at the end (its
+PriorityClasses are cluster-wide, and other modules install their own release).
+"""
+
+import base64
+import json
+import os
+import time
+import urllib.request
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+import redis
+
+from tests.helpers.model_engine_platform import uninstall_release
+from tests.helpers.sandbox import REPO_ROOT, kubectl_json, load_env, run_playbook, sandbox_dir
+from tests.sandbox import workloads
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+NAMESPACE = "llm-engine"
+PLAYBOOK = os.path.join(REPO_ROOT, "playbooks", "site.yml")
+INVENTORY = os.path.join(REPO_ROOT, "inventories", "sandbox")
+
+
+def secret(name, key):
+    data = kubectl_json("get", "secret", name, "-n", NAMESPACE)["data"]
+    return base64.b64decode(data[key]).decode()
+
+
+def service_address(name):
+    cluster_ip = kubectl_json("get", "service", name, "-n", NAMESPACE)["spec"]["clusterIP"]
+    return workloads.loopback_for(cluster_ip, sandbox_dir())
+
+
+def state(key):
+    return workloads.read_status(sandbox_dir()).get("workloads", {}).get(key, {})
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(3)
+    raise AssertionError("%s not within %ds; workloads: %s" % (
+        what, timeout, json.dumps(workloads.read_status(sandbox_dir()), indent=1)[-3000:]))
+
+
+@pytest.fixture(scope="module")
+def platform(sandbox_env):
+    run = run_playbook(PLAYBOOK, inventory=INVENTORY, extra_args=["--tags", "prereqs,gpu,data,gateway"])
+    assert run["rc"] == 0, run["stdout"][-3000:] + run["stderr"][-2000:]
+    try:
+        url = workloads.wait_gateway(sandbox_dir(), timeout=900)
+        yield {"url": url, "env": load_env()}
+    finally:
+        uninstall_release(NAMESPACE)
+
+
+def test_gateway_is_the_pinned_server_and_reads_the_real_database(platform):
+    assert platform["url"] == platform["env"]["SANDBOX_LLM_ENGINE_GATEWAY_URL"]
+    gateway = state("%s/model-engine" % NAMESPACE)
+    assert gateway["state"] == "ready"
+    with open("/proc/%d/cmdline" % gateway["pid"], "rb") as handle:
+        cmdline = handle.read().split(b"\0")
+    assert b"model_engine_server.entrypoints.start_fastapi_server" in cmdline
+    request = urllib.request.Request(platform["url"] + "/v1/llm/model-endpoints")  # noqa: S310 - sandbox URL
+    request.add_header("Authorization", "Basic " + base64.b64encode(b"sandbox-user:").decode())
+    with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 - the sandbox gateway
+        body = json.loads(resp.read())
+    assert isinstance(body["model_endpoints"], list)
+
+
+def test_migrations_ran_against_the_postgres_of_the_role(platform):
+    revision = max(int(key.rsplit("-", 1)[1]) for key in workloads.read_status(sandbox_dir())["workloads"]
+                   if key.startswith("migrations/%s/model-engine-" % NAMESPACE))
+    assert state("migrations/%s/model-engine-%d" % (NAMESPACE, revision))["state"] == "succeeded"
+    url = secret("llm-engine-postgres-credentials", "database_url")
+    with psycopg.connect(url, hostaddr=service_address("postgres"), connect_timeout=10) as conn:
+        tables = {row[0] for row in conn.execute("select table_schema || '.' || table_name from "
+                                                 "information_schema.tables")}
+        version = conn.execute("select version_num from alembic_version_model_engine").fetchone()
+    assert version and version[0]
+    assert "hosted_model_inference.endpoints" in tables
+    assert urlsplit(url).hostname.startswith("postgres.")
+
+
+def test_redis_of_the_role_answers_at_its_service_address_with_tls_and_password(platform):
+    address = service_address("redis")
+    assert state("%s/redis" % NAMESPACE)["state"] == "ready"
+    ca = base64.b64decode(kubectl_json("get", "secret", "redis-ca", "-n", NAMESPACE)["data"]["ca.crt"])
+    ca_path = os.path.join(sandbox_dir(), "workloads", "test-redis-ca.crt")
+    with open(ca_path, "wb") as handle:
+        handle.write(ca)
+    client = redis.Redis(host=address, port=6379, password=secret("redis-cluster", "password"), ssl=True,
+                         ssl_ca_certs=ca_path, ssl_check_hostname=False, socket_timeout=10)
+    assert client.ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host=address, port=6379, password="wrong", ssl=True, ssl_ca_certs=ca_path,
+                    ssl_check_hostname=False, socket_timeout=10).ping()
+
+
+def test_cacher_runs_as_shipped_and_its_upstream_failure_is_reported(platform):
+    """Upstream has no cacher registry for on-prem: OnPremDockerRepository.get_latest_image_tag raises
+    NotImplementedError (infra/repositories/onprem_docker_repository.py:38-42), called unguarded for
+    every registry but ECR/ACR/GAR (infra/services/image_cache_service.py:83-89, entrypoints/k8s_cache.py:146-160).
+    The sandbox shows it as a kubelet would: a crash loop and a Warning event on the pod."""
+    key = "%s/model-engine-cacher" % NAMESPACE
+    wait_until(lambda: "NotImplementedError" in state(key).get("last_error", ""), 600, "the cacher's failure")
+    assert "OnPremDockerRepository" in state(key)["last_error"]
+    events = kubectl_json("get", "events", "-n", NAMESPACE, "--field-selector", "type=Warning")["items"]
+    assert any(ev["reason"] == "BackOff" and ev["involvedObject"]["name"].startswith("model-engine-cacher-")
+               and "NotImplementedError" in ev["message"] for ev in events)
