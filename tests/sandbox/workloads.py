@@ -311,12 +311,14 @@ class Supervisor:
         self.procs = {}      # key -> dict(proc, hash, started, restarts, ...)
         self.status = {}
         self.migrated = set()
+        self.gateway_key = None
         os.makedirs(self.dir, exist_ok=True)
         self.hosts_path = os.path.join(self.dir, "hosts")
 
     # ---- bookkeeping
     def write_status(self):
-        out = {"gateway_url": "http://127.0.0.1:%d" % self.gateway_port, "workloads": self.status}
+        out = {"gateway_url": "http://127.0.0.1:%d" % self.gateway_port, "workloads": self.status,
+               "gateway": self.gateway_key, "reconciled_at": getattr(self, "reconcile_started", 0)}
         tmp = os.path.join(self.dir, "status.json.tmp")
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(out, handle, indent=2, sort_keys=True)
@@ -379,11 +381,13 @@ class Supervisor:
                     continue  # an endpoint's Deployment (forwarder + inference server): kwok only
                 wanted.append((["redis", "postgres", "model-engine"].index(program), kind, obj, program))
         gateway_key = None
+        self.reconcile_started = time.time()
         for _, _kind, obj, program in sorted(wanted, key=lambda item: item[0]):
             key = "%s/%s" % (obj.metadata.namespace, obj.metadata.name)
             if program == "model-engine" and "start_fastapi_server" in " ".join(
                     obj.spec.template.spec.containers[0].args or []):
                 gateway_key = key
+        self.gateway_key = gateway_key
         self.write_hosts(names)
         seen = set()
         for _, _kind, obj, program in sorted(wanted, key=lambda item: item[0]):
@@ -765,14 +769,19 @@ def read_status(sandbox_dir):
 
 
 def wait_gateway(sandbox_dir, timeout=600):
-    """Block until the real gateway answers /healthcheck; raise with its log tail otherwise."""
-    deadline = time.time() + timeout
+    """Block until the gateway of what the cluster holds now answers /healthcheck: a pass of the runner
+    that started after this call found it (so not the one of a release revision just replaced) and
+    marked it ready. Raise with the workloads' states otherwise."""
+    called = time.time()
+    deadline = called + timeout
     status = {}
     while time.time() < deadline:
         status = read_status(sandbox_dir)
         url = status.get("gateway_url")
+        gateway = status.get("workloads", {}).get(status.get("gateway") or "", {})
         try:
-            if url and http_ok(url + "/healthcheck"):
+            if (url and status.get("reconciled_at", 0) > called and gateway.get("state") == "ready"
+                    and http_ok(url + "/healthcheck")):
                 return url
         except Exception as exc:  # noqa: BLE001 - not yet
             status["probe"] = str(exc)[:200]
