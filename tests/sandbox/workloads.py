@@ -119,7 +119,7 @@ class PathMap:
     def rewrite_text(self, text):
         """Every container path in free text (a script, an env value, a config file) rewritten, also
         where it is URL-encoded (`ssl_ca_certs=%2Fetc%2F...` in a Redis URL)."""
-        prefixes = [prefix.rstrip("/") for prefix, _ in self.mounts + self.image_roots]
+        prefixes = [prefix.rstrip("/") for prefix, _local in self.mounts + self.image_roots]
         if not prefixes:
             return text
         pattern = r"(?<![\w./-])(%s)(?=$|[/\s'\"=:;,)&])" % "|".join(re.escape(p) for p in prefixes)
@@ -292,7 +292,7 @@ def workload_hash(cluster, namespace, template):
 
 def service_for(addresses, namespace, labels):
     """The non-headless Service of ``namespace`` whose selector picks pods with ``labels``."""
-    for (svc_ns, _), (address, svc) in sorted(addresses.items()):
+    for (svc_ns, _name), (address, svc) in sorted(addresses.items()):
         selector = svc.spec.selector or {}
         if svc_ns == namespace and selector and all(labels.get(k) == v for k, v in selector.items()):
             return address, svc
@@ -361,7 +361,7 @@ class Supervisor:
         self.status[key] = {"pid": proc.pid, "state": "starting", "log": logpath, "argv": argv,
                             "restarts": previous.get("restarts", 0) if same else 0,
                             "hash": whash, "started": time.time()}
-        for carried in ("exit_code", "last_error"):
+        for carried in ("exit_code", "last_error", "error"):
             if same and carried in previous:
                 self.status[key][carried] = previous[carried]
         log("started %s (pid %d): %s" % (key, proc.pid, " ".join(argv)))
@@ -382,7 +382,7 @@ class Supervisor:
                 wanted.append((["redis", "postgres", "model-engine"].index(program), kind, obj, program))
         gateway_key = None
         self.reconcile_started = time.time()
-        for _, _kind, obj, program in sorted(wanted, key=lambda item: item[0]):
+        for _order, _kind, obj, program in sorted(wanted, key=lambda item: item[0]):
             key = "%s/%s" % (obj.metadata.namespace, obj.metadata.name)
             if program == "model-engine" and "start_fastapi_server" in " ".join(
                     obj.spec.template.spec.containers[0].args or []):
@@ -390,7 +390,7 @@ class Supervisor:
         self.gateway_key = gateway_key
         self.write_hosts(names)
         seen = set()
-        for _, _kind, obj, program in sorted(wanted, key=lambda item: item[0]):
+        for _order, _kind, obj, program in sorted(wanted, key=lambda item: item[0]):
             key = "%s/%s" % (obj.metadata.namespace, obj.metadata.name)
             seen.add(key)
             whash = workload_hash(self.cluster, obj.metadata.namespace, obj.spec.template)
@@ -407,10 +407,11 @@ class Supervisor:
                 backoff = min(CRASH_BACKOFF_MAX, CRASH_BACKOFF_FIRST * 2 ** st.get("restarts", 0))
                 if "exited" not in entry:
                     entry["exited"] = time.time()
+                    tail = last_error(st["log"])
                     st.update(state="CrashLoopBackOff (exit %s); restart after %ds" % (rc, backoff), exit_code=rc,
-                              last_error=last_error(st["log"]))
+                              last_error=tail[-4000:], error=last_line(tail))
                     self.event(obj, "BackOff", "Back-off restarting failed container (exit %s; sandbox process, "
-                               "log %s): %s" % (rc, st["log"], last_line(st["last_error"])))
+                               "log %s): %s" % (rc, st["log"], st["error"]))
                 if time.time() - entry["exited"] < backoff:
                     continue
                 self.procs.pop(key)
@@ -530,7 +531,7 @@ class Supervisor:
         pod = LocalPod(self.cluster, obj.metadata.namespace, obj.metadata.name, obj.spec.template, root)
         for vol in os.listdir(os.path.join(root, "volumes")):
             vdir = os.path.join(root, "volumes", vol)
-            for dirpath, _, files in os.walk(vdir):
+            for dirpath, _dirs, files in os.walk(vdir):
                 for name in files:
                     if name.endswith((".sh", ".conf", ".sql")):
                         pod.rewrite_file(os.path.join(dirpath, name))
@@ -546,7 +547,8 @@ class Supervisor:
         port = container.ports[0].container_port
 
         def run(cmd):
-            proc = subprocess.run(as_user(cmd, user), env=env, cwd=root, capture_output=True, text=True, timeout=300)
+            proc = subprocess.run(as_user(cmd, user), env=env, cwd=root, capture_output=True, text=True, timeout=300,
+                                  check=False)
             if proc.returncode != 0:
                 raise RuntimeError("%s failed: %s%s" % (" ".join(cmd), proc.stdout[-2000:], proc.stderr[-2000:]))
             return proc
@@ -577,7 +579,7 @@ class Supervisor:
         for init in obj.spec.template.spec.init_containers or []:
             ienv = dict(env)
             ienv.update(pod.env(init))
-            proc = subprocess.run(as_user(pod.argv(init), user), env=ienv, cwd=root, capture_output=True,
+            proc = subprocess.run(as_user(pod.argv(init), user), env=ienv, cwd=root, capture_output=True, check=False,
                                   text=True, timeout=300)
             if proc.returncode != 0:
                 raise RuntimeError("init container %s failed: %s" % (init.name, proc.stderr[-2000:]))
@@ -740,7 +742,7 @@ def last_line(text):
     return (errors or lines or [""])[-1][:500]
 
 
-def last_error(logpath, lines=40):
+def last_error(logpath, lines=300):
     try:
         with open(logpath, errors="replace") as handle:
             return "".join(handle.readlines()[-lines:])
