@@ -1610,11 +1610,12 @@ class TransferEngine(object):
             todo = resume_ranges(ranges, partial.intervals)
             record["hasher"] = OrderedHasher(partial.fd, ranges)
             record["fd"] = partial.fd
-            record["resumed"] = sum(length - left for (_n, _o, length), (_at, left) in zip(ranges, todo))
+            kept = [length - todo[index][1] for index, (_number, _offset, length) in enumerate(ranges)]
+            record["resumed"] = sum(kept)
             with self.lock:
                 self.bytes_resumed += record["resumed"]
-                self.parts_resumed += sum(1 for (_n, _o, length), (_at, left) in zip(ranges, todo)
-                                          if length and not left)
+                self.parts_resumed += sum(1 for index, (_n, _o, length) in enumerate(ranges)
+                                          if length and kept[index] == length)
             whole = len(ranges) == 1 and not record["resumed"]
             tasks.append([self._get_task(record, index, at, left, whole)
                           for index, (at, left) in enumerate(todo)])
