@@ -576,8 +576,8 @@ def test_pull_killed_resumes_fetching_only_what_is_missing(conn, client, bucket,
     dest = tmp_path / "dest"
     args = dict(mode="pull", bucket=bucket, prefix="resume", dest=str(dest),
                 **opts(tmp_path, concurrency=2, cache_dir=str(tmp_path / "pull-cache")))
+    # under load the kill may land after the last byte (but before any rename): still a kill to resume from
     landed = kill_pull_at(conn, args, dest, fraction, total)
-    assert landed < total
 
     check = run_stage(conn, check=True, **args)
     assert check["changed"] is True and check["bytes_resumed"] > 0
