@@ -20,7 +20,7 @@ while bytes flow (a throwaway server on its own port and data dir, restarted on 
 
 - a pull over an older copy removes the old local manifest after every new file is verified and
   before the first rename (found by this drill, fixed in s3_stage), and a pull stopped by a dead
-  server says that dest was left as it was and that a re-run downloads again.
+  server says that no file in dest was replaced and that a re-run resumes.
 """
 
 import json
