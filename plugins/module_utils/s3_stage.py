@@ -815,6 +815,18 @@ class UploadJournal(object):
             os.unlink(path)
 
 
+def _try_lock(fd):
+    """Exclusive flock on ``fd`` without waiting: BlockingIOError when another process holds it. A
+    file system without flock (some network mounts answer ENOLCK) gets no lock: the pull still runs."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+
+
 def _open_locked(path, flags):
     """Open ``path`` (created 0600 when missing) and take an exclusive flock without waiting:
     BlockingIOError when a live process holds it. A file unlinked between the open and the lock (by a
@@ -822,7 +834,7 @@ def _open_locked(path, flags):
     for _attempt in range(5):
         fd = os.open(path, flags | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _try_lock(fd)
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd
         except FileNotFoundError:
@@ -965,7 +977,7 @@ def remove_dead_partials(root, live):
         except OSError:
             continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _try_lock(fd)
             st = os.fstat(fd)
             if os.stat(path).st_ino == st.st_ino:
                 os.unlink(path)
@@ -1562,7 +1574,11 @@ class TransferEngine(object):
                 partial = PartialDownload(directory, rel, object_key(prefix, rel), size, sha, etag)
                 files.append({"rel": rel, "key": partial.expected["key"], "size": size, "sha": sha, "etag": etag,
                               "final": final, "partial": partial})
-                partial.open()
+                try:
+                    partial.open()
+                except OSError as exc:
+                    raise StageError("cannot write the partial file %s (%s): dest must be a writable directory "
+                                     "with room for the model" % (partial.path, exc.strerror or exc)) from None
             self._fetch(files)
             retry = []
             for record in files:

@@ -209,3 +209,21 @@ def test_remove_dead_partials_spares_live_and_locked_files(tmp_path):
     assert removed == 2 and freed >= 8192
     assert not dead.exists() and not legacy.exists()
     assert locked.exists() and os.path.exists(live.path) and os.path.exists(live.log_path)
+
+
+def test_a_file_system_without_flock_still_pulls_and_removes_debris(tmp_path, monkeypatch):
+    import errno
+
+    def no_locks(_fd, _op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(st.fcntl, "flock", no_locks)
+    p = partial(tmp_path).open()
+    p.mark(0, MIB)
+    p.close()
+    debris = tmp_path / ".old.0123456789abcdef.llmops-partial"
+    debris.write_bytes(b"x")
+    assert st.remove_dead_partials(str(tmp_path), {p.path, p.log_path})[0] == 1
+    again = partial(tmp_path).open()
+    assert again.intervals == [(0, MIB)]
+    again.close()
