@@ -49,7 +49,7 @@ collection-link:  ## expose the checkout as llmops.serving under .collections
 	@mkdir -p .collections/ansible_collections/llmops
 	@ln -sfn ../../.. .collections/ansible_collections/llmops/serving
 
-sandbox-build: deps-python  ## build the sandbox binaries once (cached outside the checkout)
+sandbox-build: deps-python  ## build the sandbox binaries and the LLM Engine server venv once (cached outside the checkout)
 	$(DEMO_SANDBOX) build
 
 sandbox-up: deps-python collection-link  ## start the demo sandbox cluster (idempotent)
