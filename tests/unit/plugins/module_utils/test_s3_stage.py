@@ -494,7 +494,7 @@ def test_part_body_reads_slices_rewinds_and_sizes():
     for size in (1024, 16384, 1024 * 1024):
         body.seek(0)
         digest = hashlib.sha256()
-        for chunk in iter(lambda: body.read(size), b""):
+        for chunk in iter(lambda size=size: body.read(size), b""):
             digest.update(chunk)
         assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
 
