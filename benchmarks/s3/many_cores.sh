@@ -92,6 +92,7 @@ fi
 variant default-warm 50 --phases push,push-warm --repeat 2
 variant c16 60 --concurrency 16 $P2 --repeat 2
 variant c64 60 --concurrency 64 $P2 --repeat 2
+variant default 60 $P2 --repeat 2  # the reference for the patched variants below, in the same run
 if dir=$(patched bytes-body plugins/module_utils/s3_stage.py "Body=PartBody(view))" "Body=view.tobytes())"); then
   variant bytes-body 35 --collection "$dir" --phases push --repeat 2
 fi

@@ -106,7 +106,7 @@ options:
     description:
       - Parallel requests (parts across all files). Between 1 and 256.
       - Default 16, or twice the number of CPU cores of the host running the module where that is
-        more (at most 64).
+        more (at most 32).
     type: int
   part_size:
     description:

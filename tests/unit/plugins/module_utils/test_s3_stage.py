@@ -512,5 +512,5 @@ def test_read_part_fills_from_offset_and_reports_short_reads(tmp_path):
         os.close(fd)
 
 
-def test_default_concurrency_is_16_on_small_machines_and_scales_with_cores_up_to_64():
-    assert [st.default_concurrency(c) for c in (None, 1, 2, 8, 12, 16, 32, 128)] == [16, 16, 16, 16, 24, 32, 64, 64]
+def test_default_concurrency_is_16_on_small_machines_and_scales_with_cores_up_to_32():
+    assert [st.default_concurrency(c) for c in (None, 1, 2, 8, 12, 16, 32, 128)] == [16, 16, 16, 16, 24, 32, 32, 32]
