@@ -7,7 +7,8 @@ header + random bytes), config.json, model.safetensors.index.json and M small fi
 
 Measured per tool: push into an empty prefix, no-op re-run, pull into an empty directory (ours
 verifies SHA-256 of every file; the others do not verify), and for ours a push interrupted at ~50%
-(the client is killed, the server stays up) and resumed.
+(the client is killed, the server stays up) and resumed, and a pull killed at ~50 % and at ~99 % of
+the bytes and resumed.
 
 Every tool runs the same way: as the one task of a one-task playbook (`ansible-playbook`, local
 connection), ours as `llmops.serving.s3_model_stage`, community.aws.s3_sync as itself, s5cmd and
@@ -524,6 +525,73 @@ def bench_resume(tools, client, data, total, cache):
     }
 
 
+def partial_data_bytes(root):
+    """Bytes our pull has written into its partial files under ``root`` (sparse at full size, so
+    allocated blocks show the progress; the small progress logs are left out)."""
+    total = 0
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            if name.endswith(".llmops-partial") and not name.endswith(".progress.llmops-partial"):
+                try:
+                    total += os.stat(os.path.join(dirpath, name)).st_blocks * 512
+                except FileNotFoundError:
+                    continue
+    return total
+
+
+def bench_pull_resume(tools, prefix, dest, total, want, cache, fraction):
+    """Kill our pull (the module process, SIGKILL) once ``fraction`` of the bytes are in its partial
+    files, re-run it, count the bytes fetched again; the re-run's tree must verify."""
+    shutil.rmtree(dest, ignore_errors=True)
+    cmd = tools.play(tools.ours_task("pull", prefix, dest, cache), os.path.join(tools.workdir, "pull-resume.json"))
+    proc = subprocess.Popen(cmd, env=tools.env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 1800
+    while time.time() < deadline and proc.poll() is None:
+        if partial_data_bytes(dest) >= total * fraction:
+            break
+        time.sleep(0.005)
+    kill_tree(proc)
+    landed = partial_data_bytes(dest)
+    run = tools.ours("pull", prefix, dest, cache)
+    assert tree_sha(dest) == want, "pull resumed after a kill: pulled tree differs"
+    result = run.result
+    shutil.rmtree(dest, ignore_errors=True)
+    return {
+        "run": run,
+        "fraction": fraction,
+        "landed_at_kill": landed,
+        "refetched": result.get("bytes_transferred", 0),
+        "resumed": result.get("bytes_resumed", 0),
+        "module_seconds": result.get("seconds", 0),
+        "seconds": run.seconds,
+        "refetched_fraction": result.get("bytes_transferred", 0) / float(total),
+    }
+
+
+def pull_resume_row(pull, total, goal):
+    """results.json row of a pull killed at ``pull['fraction']`` of the bytes and run again: bytes
+    fetched again (goal: at most ``goal`` of the data set) against the bytes not on disk at the kill."""
+    missing = 1.0 - pull["landed_at_kill"] / float(total)
+    refetched = pull["refetched_fraction"]
+    return {
+        "metric": "pull resume after a kill at ~%d %%: bytes re-fetched" % round(100 * pull["fraction"]),
+        "ours": "%.1f %% of the data set" % (100.0 * refetched),
+        "anchor": "bytes not on disk at the kill: %.1f %%" % (100.0 * missing),
+        "ratio": round(missing / refetched, 3) if refetched else None,
+        "ratio_means": "anchor/ours (1 = only the missing bytes were fetched)",
+        "goal": "<= %d %% re-fetched" % round(100 * goal),
+        "met": refetched <= goal,
+        "notes": "module killed (SIGKILL) with %.1f %% of the bytes in its partial files; the re-run kept %.1f %% "
+                 "and verified every file; re-run took %.2f s (module %.2f s)"
+                 % (100.0 * pull["landed_at_kill"] / total, 100.0 * pull["resumed"] / total, pull["seconds"],
+                    pull["module_seconds"]),
+    }
+
+
+# fraction of the bytes on disk when the pull is killed -> goal for the bytes the re-run fetches
+PULL_RESUME_GOALS = ((0.5, 0.55), (0.99, 0.05))
+
+
 def main():
     parser = argparse.ArgumentParser(description="S3 model staging benchmark")
     parser.add_argument("--throwaway", action="store_true", help="start an own MinIO instead of the sandbox's")
@@ -626,7 +694,7 @@ def main():
         order = [t for t in ("s5cmd", "ours", "aws", "s3_sync") if t in tools_wanted]
         for rep in range(args.repeat):
             run_round(tools, data, total, want, order, rep, measure, pull_dir, clean_prefix, workdir, phases)
-        resume = None
+        resume = pulls = None
         if "ours" in tools_wanted and "resume" in phases:
             resume = bench_resume(tools, client, data, total, os.path.join(workdir, "resume-cache"))
             measure(
@@ -643,10 +711,19 @@ def main():
                     100.0 * resume["resumed"] / total,
                 ),
             )
+            pulls = []
+            for fraction, _goal in PULL_RESUME_GOALS:
+                pull = bench_pull_resume(tools, "resume", os.path.join(workdir, "pull-resume"), total, want,
+                                         os.path.join(workdir, "pull-resume-cache"), fraction)
+                measure("ours", "pull resume", pull.pop("run"), pull["refetched"],
+                        "module %.2f s; killed with %.0f%% of the bytes on disk; re-fetched %.1f%%, kept %.1f%%"
+                        % (pull["module_seconds"], 100.0 * pull["landed_at_kill"] / total,
+                           100.0 * pull["refetched_fraction"], 100.0 * pull["resumed"] / total))
+                pulls.append(pull)
             clean_prefix("resume")
         delete_bucket(client, bucket)
         write_results(args, rows, notes, where, total, count)
-        write_json(args, rows, total, resume, sha_cpu)
+        write_json(args, rows, total, resume, sha_cpu, pulls)
     finally:
         if server:
             server.destroy()
@@ -734,7 +811,7 @@ def push_floor(rows, cores):
     return min(costs) / float(cores)
 
 
-def goal_rows(rows, total, resume, data_label, cores, sha_cpu=None):
+def goal_rows(rows, total, resume, data_label, cores, sha_cpu=None, pull_resumes=None):
     """results.json rows: one per goal (ratio = anchor time / our time, each tool's best round, every
     tool run as one Ansible task) plus the push floor context row."""
     best = best_rows(rows)
@@ -826,10 +903,13 @@ def goal_rows(rows, total, resume, data_label, cores, sha_cpu=None):
             "notes": "module killed at ~50 %% of the bytes; re-run took %.2f s (module %.2f s)"
                      % (resume["seconds"], resume["module_seconds"]),
         })
+    goals = dict(PULL_RESUME_GOALS)
+    for pull in pull_resumes or []:
+        out.append(pull_resume_row(pull, total, goals[pull["fraction"]]))
     return out
 
 
-def write_json(args, rows, total, resume, sha_cpu=None):
+def write_json(args, rows, total, resume, sha_cpu=None, pull_resumes=None):
     """benchmarks/s3/results.json (format: benchmarks/run_all.py)."""
     data = "%.2f GiB (%d x %d MiB shards + %d small files)" % (total / 1024.0**3, args.shards, args.shard_mib,
                                                                args.small_files)
@@ -837,7 +917,7 @@ def write_json(args, rows, total, resume, sha_cpu=None):
         "benchmark": "s3",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine_description(),
-        "rows": goal_rows(rows, total, resume, data, os.cpu_count() or 1, sha_cpu),
+        "rows": goal_rows(rows, total, resume, data, os.cpu_count() or 1, sha_cpu, pull_resumes),
     }
     with open(args.json_output, "w") as handle:
         json.dump(doc, handle, indent=1)

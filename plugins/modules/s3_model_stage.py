@@ -35,6 +35,18 @@ description:
     (architecture, dtype, parameter count, bytes) is written last. V(pull) and V(verify) refuse a
     prefix without a manifest matching the bucket listing, and V(pull) checks every downloaded
     file's SHA-256 before renaming it into place.
+  - An interrupted V(pull) (process killed, node restarted, server gone) resumes on the next run.
+    Each file is downloaded into C(.<name>.<id>.llmops-partial) next to it, with C(<id>) derived from
+    its path, size and manifest SHA-256, and the byte ranges on disk are appended to
+    C(.<name>.<id>.progress.llmops-partial) every 4 MiB of a request (data fdatasync'ed first), so a
+    re-run keeps them and fetches only the rest (RV(bytes_resumed)). A partial file whose object changed
+    (other manifest entry or ETag) is discarded, a resumed file whose SHA-256 fails is fetched again
+    from zero, and nothing is renamed into place before its SHA-256 matches the manifest.
+  - Before downloading, V(pull) removes the C(*.llmops-partial) files under O(dest) that this run does
+    not use and no running process holds (files are locked while a pull uses them), so partial copies
+    of dead runs never pile up (RV(partials_removed)). Two pulls of the same file into the same O(dest)
+    at once are refused (the second fails naming the file), and a re-run after the first finishes
+    finds it in place.
   - C(changed) is true only when bytes were written (objects or files, including the manifest) or
     objects/files were deleted.
 author:
@@ -226,7 +238,7 @@ files_transferred:
   type: int
   sample: 1
 bytes_transferred:
-  description: Bytes sent or received, not counting resumed parts; in check mode, bytes that would be.
+  description: Bytes sent or received, not counting resumed parts or ranges; in check mode, bytes that would be.
   returned: always
   type: int
   sample: 4976698672
@@ -241,12 +253,28 @@ files_deleted:
   type: int
   sample: 0
 parts_resumed:
-  description: Parts of interrupted multipart uploads that were kept instead of sent again.
+  description:
+    - Push, parts of interrupted multipart uploads that were kept instead of sent again.
+    - Pull, download ranges found complete in the partial files of an interrupted pull.
   returned: always
   type: int
   sample: 0
 bytes_resumed:
-  description: Bytes in those parts.
+  description:
+    - Bytes kept instead of moved again, push, in those parts; pull, in the partial files of an
+      interrupted pull (in check mode, that would be kept).
+  returned: always
+  type: int
+  sample: 0
+partials_removed:
+  description:
+    - Pull, C(*.llmops-partial) files of dead runs removed from O(dest) (other versions of the files,
+      files no longer wanted, names of older collection versions); 0 for push and verify.
+  returned: always
+  type: int
+  sample: 0
+partial_bytes_freed:
+  description: Disk bytes those files used.
   returned: always
   type: int
   sample: 0
