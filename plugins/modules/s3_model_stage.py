@@ -115,9 +115,11 @@ options:
     type: bool
     default: false
   concurrency:
-    description: Parallel requests (parts across all files). Between 1 and 256.
+    description:
+      - Parallel requests (parts across all files). Between 1 and 256.
+      - Default 16, or twice the number of CPU cores of the host running the module where that is
+        more (at most 32).
     type: int
-    default: 16
   part_size:
     description:
       - Multipart part size and download range size, as bytes or with a unit (V(64MiB)).
@@ -324,6 +326,8 @@ throughput_mib_s:
 """
 
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.llmops.serving.plugins.module_utils.s3 import (
@@ -337,6 +341,7 @@ from ansible_collections.llmops.serving.plugins.module_utils.s3 import (
 from ansible_collections.llmops.serving.plugins.module_utils.s3_stage import (
     StageContext,
     StageError,
+    default_concurrency,
     parse_size,
     run_stage,
     validate_stage_params,
@@ -356,7 +361,7 @@ def argument_spec():
         required_files=dict(type="list", elements="str"),
         create_bucket=dict(type="bool", default=False),
         delete_extra=dict(type="bool", default=False),
-        concurrency=dict(type="int", default=16),
+        concurrency=dict(type="int"),
         part_size=dict(type="str", default="64MiB"),
         resume=dict(type="bool", default=True),
         verify_content=dict(type="bool", default=False),
@@ -378,6 +383,8 @@ def main():
         params["part_size"] = parse_size(params["part_size"])
     except StageError as exc:
         _fail_with(module, exc.message)
+    if params["concurrency"] is None:
+        params["concurrency"] = default_concurrency(os.cpu_count())
     errors = validate_connection_params(params) + validate_stage_params(params)
     if errors:
         _fail_with(module, "; ".join(errors))
