@@ -1200,7 +1200,10 @@ def _resolve_model(report, model, settings, seen):
     dtype = model.get("dtype")
     dtypes = release.choices("dtype")
     if dtype and dtype not in dtypes:
-        refuse("vllm_models[%s].dtype: %r is not a dtype of vLLM %s (%s)" % (name, dtype, release.version, ", ".join(dtypes)))
+        refuse(
+            "vllm_models[%s].dtype: %r is not a dtype of vLLM %s (%s)"
+            % (name, dtype, release.version, ", ".join(dtypes))
+        )
     spec["dtype"] = dtype or None
     spec["quantization"] = _check_quantization(report, refuse, name, model.get("quantization"), release)
     for key in ("enable_prefix_caching", "trust_remote_code", "enforce_eager"):
@@ -1337,8 +1340,8 @@ def _check_quantization(report, refuse, name, quantization, release):
         report.warn(
             "vllm_models[%s].quantization: %s forces vLLM's %s kernels even where %s runs and is faster "
             "(Ampere and newer); leave quantization unset so vLLM reads the method from the checkpoint and picks "
-            "%s when the GPU supports it" % (name, quantization, quantization, SLOWER_WHEN_FORCED[quantization],
-                                            SLOWER_WHEN_FORCED[quantization])
+            "%s when the GPU supports it"
+            % (name, quantization, quantization, SLOWER_WHEN_FORCED[quantization], SLOWER_WHEN_FORCED[quantization])
         )
     return quantization
 

@@ -110,18 +110,18 @@ class Release(object):
 # --------------------------------------------------------------------------- token resolution
 
 
-def _preprocess(token):
-    """FlexibleArgumentParser's rewriting of one token -> (token argparse sees, dotted)."""
-    if token.startswith("-O") and token != "-O" and token[2] != ".":
+def _preprocess(arg):
+    """FlexibleArgumentParser's rewriting of one arg -> (arg argparse sees, dotted)."""
+    if arg.startswith("-O") and arg != "-O" and arg[2] != ".":
         # -O3 / -O=3 become -O.level=3
-        return "-O=" + (token[3:] if token[2] == "=" else token[2:]), True
-    key, equals, value = token.partition("=")
-    if token.startswith("--"):
+        return "-O=" + (arg[3:] if arg[2] == "=" else arg[2:]), True
+    key, equals, value = arg.partition("=")
+    if arg.startswith("--"):
         name, dot, rest = key[2:].partition(".")
         key = "--" + name.replace("_", "-") + dot + rest
     head, dot, _rest = key.partition(".")
     if dot:
-        # --name.key value / --name.key=value become --name '{"key": value}' (any dash token with a dot)
+        # --name.key value / --name.key=value become --name '{"key": value}' (any dash arg with a dot)
         return head + ("=" + value if equals else ""), True
     return head + (equals + value if equals else ""), False
 
@@ -175,9 +175,11 @@ def resolve(token, release):
     return out
 
 
+VALUELESS_KINDS = ("store_true", "store_false", "store_const", "count", "help", "version", "append_const")
+
+
 def takes_value(option):
-    return option["nargs"] != 0 and option["kind"] not in ("store_true", "store_false", "store_const", "count",
-                                                             "help", "version", "append_const")
+    return option["nargs"] != 0 and option["kind"] not in VALUELESS_KINDS
 
 
 def walk(tokens, release):
@@ -255,7 +257,8 @@ def problems(tokens, release):
             for value in item["values"]:
                 if value not in choices:
                     refused.append(
-                        "%s %s is not accepted by vLLM %s (%s)" % (item["token"], value, release.version, ", ".join(choices))
+                        "%s %s is not accepted by vLLM %s (%s)"
+                        % (item["token"], value, release.version, ", ".join(choices))
                     )
     for stray in strays:
         refused.append(
