@@ -11,18 +11,32 @@ PYTEST_ARGS ?=
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONDONTWRITEBYTECODE := 1
-SANDBOX := $(PY) tests/sandbox/sandbox.py
-# the sandbox's kubectl/helm first on PATH, its KUBECONFIG and S3 settings in the environment
-WITH_SANDBOX := set -a && source <($(SANDBOX) env) && set +a && export PATH="$$SANDBOX_BIN_PATH:$$PATH" &&
+# Two sandboxes that never share state: the demo's (.sandbox, what `make demo` leaves running to
+# explore) and the tests' (.sandbox-test, what integration, drills, molecule and bench start, use and
+# purge). So `make demo && make test && make demo` and `make test` twice in a row do not meet each
+# other's endpoints, GPU capacity or cluster-scoped objects.
+DEMO_SANDBOX_DIR ?= $(CURDIR)/.sandbox
+TEST_SANDBOX_DIR ?= $(CURDIR)/.sandbox-test
+DEMO_SANDBOX := LLMOPS_SANDBOX_DIR=$(DEMO_SANDBOX_DIR) $(PY) tests/sandbox/sandbox.py
+# The pinned LLM Engine checkout (chart + server) everything is built and tested against; `make upstream`
+# clones it into the sandbox cache when neither this variable nor ../shared/upstream/llm-engine has it.
+LLMOPS_UPSTREAM_LLM_ENGINE ?= $(shell bash tests/scripts/upstream-llm-engine.sh path)
+export LLMOPS_UPSTREAM_LLM_ENGINE
+TEST_SANDBOX := LLMOPS_SANDBOX_DIR=$(TEST_SANDBOX_DIR) $(PY) tests/sandbox/sandbox.py
+# a sandbox's kubectl/helm first on PATH, its KUBECONFIG and S3 settings and its directory in the environment
+WITH_DEMO_SANDBOX := export LLMOPS_SANDBOX_DIR=$(DEMO_SANDBOX_DIR) && set -a && source <($(DEMO_SANDBOX) env) && \
+	set +a && export PATH="$$SANDBOX_BIN_PATH:$$PATH" &&
+WITH_TEST_SANDBOX := export LLMOPS_SANDBOX_DIR=$(TEST_SANDBOX_DIR) && set -a && source <($(TEST_SANDBOX) env) && \
+	set +a && export PATH="$$SANDBOX_BIN_PATH:$$PATH" &&
 
 .PHONY: help deps deps-system deps-python collection-link sandbox-build sandbox-up sandbox-down \
-	sandbox-purge sandbox-status lint sanity unit contract integration drills molecule test demo demo-run \
+	sandbox-purge sandbox-status upstream test-sandbox-up test-sandbox-purge lint sanity unit contract integration drills molecule test demo demo-run \
 	demo-summary bench docs build-collection clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
 
-deps: deps-system deps-python collection-link sandbox-build  ## everything the tests and the demo need
+deps: deps-system deps-python collection-link sandbox-build upstream  ## everything the tests and the demo need
 
 deps-system:  ## Debian packages from bindep.txt (redis-server, postgresql for contract tests)
 	@bash tests/scripts/install-system-deps.sh
@@ -35,29 +49,38 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	touch $@
 
+upstream:  ## the pinned LLM Engine checkout (LLMOPS_UPSTREAM_LLM_ENGINE; cloned into the cache when absent)
+	@bash tests/scripts/upstream-llm-engine.sh fetch
+
 collection-link:  ## expose the checkout as llmops.serving under .collections
 	@mkdir -p .collections/ansible_collections/llmops
 	@ln -sfn ../../.. .collections/ansible_collections/llmops/serving
 
-sandbox-build: deps-python  ## build the sandbox binaries once (cached outside the checkout)
-	$(SANDBOX) build
+sandbox-build: deps-python upstream  ## build the sandbox binaries and the LLM Engine server venv once (cached outside the checkout)
+	$(DEMO_SANDBOX) build
 
-sandbox-up: deps-python collection-link  ## start the sandbox cluster (idempotent)
-	$(SANDBOX) up
+sandbox-up: deps-python collection-link  ## start the demo sandbox cluster (idempotent)
+	$(DEMO_SANDBOX) up
 
-sandbox-down:  ## stop the sandbox processes (keeps its data in .sandbox)
-	@if [ -x $(PY) ]; then $(SANDBOX) down; fi
+sandbox-down:  ## stop the demo sandbox processes (keeps its data in .sandbox)
+	@if [ -x $(PY) ]; then $(DEMO_SANDBOX) down; fi
 
-sandbox-purge:  ## stop the sandbox and delete its data
-	@if [ -x $(PY) ]; then $(SANDBOX) down --purge; fi
+sandbox-purge:  ## stop the demo sandbox and delete its data
+	@if [ -x $(PY) ]; then $(DEMO_SANDBOX) down --purge; fi
 
-sandbox-status:  ## what runs, and the cluster's nodes
-	$(SANDBOX) status
+sandbox-status:  ## what runs in the demo sandbox, and its nodes
+	$(DEMO_SANDBOX) status
+
+test-sandbox-up: deps-python collection-link  ## start the tests' own sandbox (.sandbox-test; idempotent)
+	$(TEST_SANDBOX) up
+
+test-sandbox-purge:  ## stop the tests' sandbox and delete its data
+	@if [ -x $(PY) ]; then $(TEST_SANDBOX) down --purge; fi
 
 lint: deps-python collection-link  ## yamllint, ruff, ansible-lint --profile production
 	yamllint --strict .
 	ruff check .
-	pycodestyle --max-line-length 160 --ignore E402,W503,W504,E741,E203,E701,E704 --exclude .venv,.collections,.sandbox,build,.ansible .
+	pycodestyle --max-line-length 160 --ignore E402,W503,W504,E741,E203,E701,E704 --exclude .venv,.collections,.sandbox,.sandbox-test,build,.ansible .
 	ansible-lint --profile production
 	antsibull-changelog lint
 
@@ -67,31 +90,31 @@ sanity: deps-python  ## ansible-test sanity in a temporary ansible_collections t
 unit: deps-python collection-link  ## unit tests (pure logic, no network)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-contract: deps-python deps-system collection-link  ## real redis-server/postgres against the roles' config
+contract: deps-python deps-system collection-link upstream  ## real redis-server/postgres against the roles' config
 	@if [ -d tests/contract ]; then $(PY) -m pytest tests/contract -q -m contract $(PYTEST_ARGS); \
 	else echo "no contract tests yet"; fi
 
-integration: sandbox-up  ## sandbox self-tests and module/role tests against the sandbox
-	$(WITH_SANDBOX) $(PY) -m pytest tests/sandbox tests/integration -q $(PYTEST_ARGS)
+integration: test-sandbox-up upstream  ## sandbox self-tests and module/role tests against the tests' sandbox
+	$(WITH_TEST_SANDBOX) $(PY) -m pytest tests/sandbox tests/integration -q $(PYTEST_ARGS)
 
-drills: sandbox-up  ## reliability and security drills (tests/drills): faults, hostile input, secret scans
-	$(WITH_SANDBOX) $(PY) -m pytest tests/drills -q $(PYTEST_ARGS)
+drills: test-sandbox-up upstream  ## reliability and security drills (tests/drills): faults, hostile input, secret scans
+	$(WITH_TEST_SANDBOX) $(PY) -m pytest tests/drills -q $(PYTEST_ARGS)
 
-molecule: deps-python collection-link sandbox-build  ## molecule default scenario (sandbox)
-	molecule test -s default
+molecule: deps-python collection-link sandbox-build upstream  ## molecule default scenario (the tests' sandbox; purged at the end)
+	LLMOPS_SANDBOX_DIR=$(TEST_SANDBOX_DIR) molecule test -s default
 
 test: deps lint sanity unit contract integration drills molecule  ## all tests
 
 demo: deps sandbox-up demo-run demo-summary  ## sandbox + site.yml + summary; leaves the sandbox running
 
-demo-run:
-	$(WITH_SANDBOX) ansible-playbook playbooks/site.yml -i inventories/sandbox
+demo-run: upstream
+	$(WITH_DEMO_SANDBOX) ansible-playbook playbooks/site.yml -i inventories/sandbox
 
 demo-summary:
-	@$(WITH_SANDBOX) ansible-playbook playbooks/status.yml -i inventories/sandbox
+	@$(WITH_DEMO_SANDBOX) ansible-playbook playbooks/status.yml -i inventories/sandbox
 
-bench: deps sandbox-up  ## every benchmark; regenerates benchmarks/README.md
-	$(WITH_SANDBOX) $(PY) benchmarks/run_all.py
+bench: deps test-sandbox-up  ## every benchmark (in the tests' sandbox); regenerates benchmarks/README.md
+	$(WITH_TEST_SANDBOX) $(PY) benchmarks/run_all.py
 
 docs: deps-python  ## regenerate docs/variables.md from argument specs and module docs
 	$(PY) docs/generate_reference.py
@@ -100,4 +123,5 @@ build-collection: deps-python  ## ansible-galaxy collection build into build/
 	ansible-galaxy collection build --force --output-path build/
 
 clean: sandbox-down
+	@if [ -x $(PY) ]; then $(TEST_SANDBOX) down; fi
 	rm -rf .collections build tests/output .pytest_cache .ruff_cache

@@ -1,7 +1,9 @@
 """Access to the running sandbox for tests: its env file, a Kubernetes client, and Ansible runs.
 
-The sandbox is started by ``tests/sandbox/sandbox.py up`` (``make sandbox-up``). Tests that need it
-fail (not skip) when it is not running, so a missing sandbox can never turn into a green run.
+Tests use their own sandbox, ``.sandbox-test`` (``make test-sandbox-up``; ``LLMOPS_SANDBOX_DIR`` overrides),
+never the demo's ``.sandbox``: the demo's endpoints, GPU capacity and Helm release must not change what a
+test sees, and tests must not tear down what a user is exploring. Tests that need it fail (not skip)
+when it is not running, so a missing sandbox can never turn into a green run.
 """
 
 import json
@@ -15,7 +17,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 
 def sandbox_dir():
-    return os.environ.get("LLMOPS_SANDBOX_DIR", os.path.join(REPO_ROOT, ".sandbox"))
+    return os.environ.get("LLMOPS_SANDBOX_DIR", os.path.join(REPO_ROOT, ".sandbox-test"))
 
 
 def load_env():
@@ -23,7 +25,7 @@ def load_env():
     path = os.path.join(sandbox_dir(), "sandbox.env")
     if not os.path.exists(path):
         raise RuntimeError(
-            "sandbox env file %s not found: start the sandbox with `make sandbox-up`" % path
+            "sandbox env file %s not found: start the tests' sandbox with `make test-sandbox-up`" % path
         )
     env = {}
     with open(path, encoding="utf-8") as handle:
@@ -45,6 +47,8 @@ def process_env(extra=None):
     env.update(senv)
     env["PATH"] = senv.get("SANDBOX_BIN_PATH", "") + os.pathsep + env.get("PATH", "")
     env["ANSIBLE_CONFIG"] = os.path.join(REPO_ROOT, "ansible.cfg")
+    # the sandbox inventory and sandbox.py find their sandbox through this variable, not a default
+    env["LLMOPS_SANDBOX_DIR"] = sandbox_dir()
     if extra:
         env.update(extra)
     return env

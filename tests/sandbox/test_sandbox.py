@@ -210,7 +210,7 @@ def test_kubectl_reports_the_built_version(sandbox_env):
 def test_second_up_is_a_no_op(sandbox_env):
     before = json.load(open(os.path.join(sandbox_env["SANDBOX_DIR"], "state.json")))["pids"]
     proc = subprocess.run([sys.executable, SANDBOX_PY, "up"], capture_output=True, text=True, check=True,
-                          cwd=REPO_ROOT)
+                          cwd=REPO_ROOT, env=dict(os.environ, LLMOPS_SANDBOX_DIR=sandbox_env["SANDBOX_DIR"]))
     assert "started" not in proc.stderr and "building" not in proc.stderr, proc.stderr
     after = json.load(open(os.path.join(sandbox_env["SANDBOX_DIR"], "state.json")))["pids"]
     assert after == before
