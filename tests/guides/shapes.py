@@ -105,7 +105,8 @@ def kubeconfig_with_context(sbx, context, path):
 def sandbox_inventory_value(sbx, variable):
     """A variable as the sandbox inventory resolves it for this sandbox (the LLM Engine chart the sandbox
     runs: whichever chart inventories/sandbox installs, so the guides follow it)."""
-    env = dict(os.environ, LLMOPS_SANDBOX_DIR=sbx["SANDBOX_DIR"], ANSIBLE_CONFIG=os.path.join(guides.REPO_ROOT, "ansible.cfg"))
+    env = dict(os.environ, LLMOPS_SANDBOX_DIR=sbx["SANDBOX_DIR"], ANSIBLE_CONFIG=os.path.join(guides.REPO_ROOT, "ansible.cfg"),
+               ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-i",
                           os.path.join(guides.REPO_ROOT, "inventories", "sandbox"), "-m", "ansible.builtin.debug",
                           "-a", "msg={{ %s }}" % variable], env=env, text=True, capture_output=True, check=False,

@@ -6,7 +6,7 @@ StorageClass (served by the sandbox's provisioner), the `nginx` IngressClass, an
 a private CA (MinIO with a CA made for it) holding the bucket `llm-models-dev`. The user's side: a
 kubeconfig whose context is `dev`, helm on PATH, the vault file the guide's step `secrets` creates
 (values typed into the editor, the vault password at the prompts), then the guide's step `run`
-(check mode with diff, the run, status).
+(the run, check mode with diff right after it, which must report no change, and status).
 
 inventories/cluster is used as it is; what the guide's site has and the sandbox has not is replaced
 through inventory variables, in host_vars/llmops-dev.yml of the copy (see OVERRIDES_WHY): the S3
@@ -89,8 +89,10 @@ def test_cluster_guide_dev():
         runs = [require_ok(user.run(steps["secrets"], env, answers))]
         runs.append(require_ok(user.run(steps["run"], env, answers)))
         recaps = guides.recaps(runs[-1].output)
-        assert len(recaps) == 3 and all(r[1]["failed"] == 0 for r in recaps), runs[-1].failure()
-        assert recaps[0][0] == "llmops-" + ENVIRONMENT, "the check run ran on %s, not the limited host" % recaps[0][0]
+        assert len(recaps) == 3 and all(r[0] == "llmops-" + ENVIRONMENT and r[1]["failed"] == 0 for r in recaps), (
+            runs[-1].failure())
+        assert recaps[1][1]["changed"] == 0, "%s: check mode right after the run reports %d change(s): %s" % (
+            steps["run"].label(), recaps[1][1]["changed"], guides.changed_tasks(runs[-1].output.split("PLAY RECAP", 1)[1]))
 
         _assert_cluster_as_the_guide_says(sbx, typed)
         for run in runs:

@@ -521,9 +521,8 @@ def kubectl(sb, bins, *args, input_text=None, check=True):
 
 def bootstrap_cluster(sb, bins):
     """Objects every sandbox has: the fake nodes (all, or the chosen ones), storage classes."""
-    import yaml
-
-    nodes = yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": selected_nodes(sb)})
+    # JSON, not YAML: kubectl would read a label value such as 08 back as a number
+    nodes = json.dumps({"apiVersion": "v1", "kind": "List", "items": selected_nodes(sb)})
     for path, text in (("nodes.yaml", nodes), (os.path.join(HERE, "storage.yaml"), None)):
         args = ("create", "-f", "-") if text else ("create", "-f", path)
         res = kubectl(sb, bins, *args, input_text=text, check=False)
