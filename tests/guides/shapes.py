@@ -97,7 +97,8 @@ def kubeconfig_with_context(sbx, context, path):
     with open(sbx["KUBECONFIG"], encoding="utf-8") as src, open(path, "w", encoding="utf-8") as dst:
         dst.write(src.read())
     os.chmod(path, 0o600)
-    subprocess.run([sbx["SANDBOX_KUBECTL"], "--kubeconfig", path, "config", "rename-context", "llmops-sandbox", context],
+    subprocess.run([sbx["SANDBOX_KUBECTL"], "--kubeconfig", path, "config", "rename-context", "llmops-sandbox",
+                    context],
                    check=True, capture_output=True)
     return path
 
@@ -105,7 +106,8 @@ def kubeconfig_with_context(sbx, context, path):
 def sandbox_inventory_value(sbx, variable):
     """A variable as the sandbox inventory resolves it for this sandbox (the LLM Engine chart the sandbox
     runs: whichever chart inventories/sandbox installs, so the guides follow it)."""
-    env = dict(os.environ, LLMOPS_SANDBOX_DIR=sbx["SANDBOX_DIR"], ANSIBLE_CONFIG=os.path.join(guides.REPO_ROOT, "ansible.cfg"),
+    env = dict(os.environ, LLMOPS_SANDBOX_DIR=sbx["SANDBOX_DIR"],
+               ANSIBLE_CONFIG=os.path.join(guides.REPO_ROOT, "ansible.cfg"),
                ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-i",
                           os.path.join(guides.REPO_ROOT, "inventories", "sandbox"), "-m", "ansible.builtin.debug",
@@ -113,7 +115,8 @@ def sandbox_inventory_value(sbx, variable):
                          cwd=guides.REPO_ROOT)
     match = re.search(r'"msg": "([^"]*)"', out.stdout)
     if out.returncode != 0 or not match:
-        pytest.fail("inventories/sandbox does not resolve %s:\n%s%s" % (variable, out.stdout[-2000:], out.stderr[-2000:]))
+        pytest.fail("inventories/sandbox does not resolve %s:\n%s%s"
+                    % (variable, out.stdout[-2000:], out.stderr[-2000:]))
     return match.group(1)
 
 
@@ -128,7 +131,8 @@ def tiny_model(sbx):
 def models_with_local_source(checkout, model_dir):
     """The inventory's model_staging_models with each `src` (a directory on the guide's controller) replaced
     by the tiny model: names and prefixes stay the inventory's."""
-    with open(os.path.join(checkout, "inventories", "cluster", "group_vars", "all", "models.yml"), encoding="utf-8") as handle:
+    path = os.path.join(checkout, "inventories", "cluster", "group_vars", "all", "models.yml")
+    with open(path, encoding="utf-8") as handle:
         models = yaml.safe_load(handle)["model_staging_models"]
     return [dict(model, src=model_dir) if "src" in model else model for model in models]
 
@@ -163,7 +167,7 @@ def gateway_get(sbx, user, path):
     """GET on the sandbox's LLM Engine gateway as ``user`` (HTTP Basic, the user id as user name)."""
     import urllib.request
 
-    request = urllib.request.Request(sbx["SANDBOX_LLM_ENGINE_URL"] + path, headers={
+    request = urllib.request.Request(sbx["SANDBOX_LLM_ENGINE_URL"] + path, headers={  # noqa: S310 - http(s) only
         "Authorization": "Basic " + base64.b64encode((user + ":").encode()).decode()})
     with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - the sandbox's gateway
         return json.loads(resp.read())

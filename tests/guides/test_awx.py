@@ -75,8 +75,8 @@ def test_build_context_step(user):
     with open(os.path.join(checkout, definition), encoding="utf-8") as handle:
         assert yaml.safe_load(handle)["version"] == 3, "%s: %s is not an EE definition" % (step.label(), definition)
 
-    containerfile = next(open(path, encoding="utf-8").read() for path in
-                         (os.path.join(context, "Containerfile"), os.path.join(context, "Dockerfile")) if os.path.exists(path))
+    candidates = (os.path.join(context, "Containerfile"), os.path.join(context, "Dockerfile"))
+    containerfile = next(open(path, encoding="utf-8").read() for path in candidates if os.path.exists(path))
     # The pull init container of the vllm role runs this image too: it needs ansible-core (awx.md, section 1).
     assert re.search(r"ansible-core[<>=]", containerfile), "%s: the image installs no ansible-core" % step.label()
     with open(os.path.join(context, "_build", "requirements.txt"), encoding="utf-8") as handle:
@@ -88,8 +88,8 @@ def test_build_context_step(user):
         names = tar.getnames()
     assert "roles/vllm/files/vllm_s3_pull.py" in names and "plugins/module_utils/s3.py" in names
 
-    skipped = [s for s in guides.parse_steps(open(os.path.join(guides.REPO_ROOT, GUIDE), encoding="utf-8").read(), GUIDE)
-               if s.skip and "ansible-builder build" in s.text]
+    with open(os.path.join(guides.REPO_ROOT, GUIDE), encoding="utf-8") as handle:
+        skipped = [s for s in guides.parse_steps(handle.read(), GUIDE) if s.skip and "ansible-builder build" in s.text]
     assert skipped, "docs/awx.md: no `ansible-builder build` block"
     assert _flag(skipped[0], ["ansible-builder", "build"], "-f") == definition, (
         "%s: `ansible-builder build` uses another definition than step build-context" % skipped[0].label())
@@ -154,7 +154,8 @@ def test_register_playbook_matches_the_page_and_the_inventory():
         for question in survey["spec"]:
             assert re.search(r"\b%s\b" % question["variable"], source), (playbook, question["variable"])
 
-    with open(os.path.join(guides.REPO_ROOT, "inventories", "cluster", "group_vars", "all", "secrets.yml"), encoding="utf-8") as handle:
+    secrets_yml = os.path.join(guides.REPO_ROOT, "inventories", "cluster", "group_vars", "all", "secrets.yml")
+    with open(secrets_yml, encoding="utf-8") as handle:
         read = set(re.findall(r"lookup\('ansible.builtin.env', '(\w+)'\)", handle.read()))
     injected = {name for ctype in play["vars"]["awx_register_credential_types"] for name in ctype["injectors"]["env"]}
     assert read and read <= injected, "secrets.yml reads %s, no credential type injects them" % sorted(read - injected)

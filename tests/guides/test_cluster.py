@@ -21,9 +21,20 @@ import secrets
 
 import pytest
 
-from tests.guides.shapes import (UserSide, apply, gateway_get, guide_sandbox, kube_get, kubeconfig_with_context,
-                                 models_with_local_source, require_ok, s3_client, sandbox_inventory_value, tiny_model,
-                                 write_host_vars)
+from tests.guides.shapes import (
+    UserSide,
+    apply,
+    gateway_get,
+    guide_sandbox,
+    kube_get,
+    kubeconfig_with_context,
+    models_with_local_source,
+    require_ok,
+    s3_client,
+    sandbox_inventory_value,
+    tiny_model,
+    write_host_vars,
+)
 from tests.helpers import guides
 
 GUIDE = "docs/cluster.md"
@@ -79,7 +90,7 @@ def test_cluster_guide_dev():
             steps["secrets"].label(), listed, sorted(typed))
         password = secrets.token_urlsafe(12)
         env = user.env({
-            "KUBECONFIG": kubeconfig_with_context(sbx, ENVIRONMENT, os.path.join(sbx["SANDBOX_DIR"], "user.kubeconfig")),
+            "KUBECONFIG": kubeconfig_with_context(sbx, ENVIRONMENT, os.path.join(sbx["SANDBOX_DIR"], "kubeconfig")),
             "EDITOR": user.editor,
             "GUIDE_EDITOR_TEXT": "\n".join("%s: %s" % (name, typed[name]) for name in listed),
         })
@@ -92,7 +103,8 @@ def test_cluster_guide_dev():
         assert len(recaps) == 3 and all(r[0] == "llmops-" + ENVIRONMENT and r[1]["failed"] == 0 for r in recaps), (
             runs[-1].failure())
         assert recaps[1][1]["changed"] == 0, "%s: check mode right after the run reports %d change(s): %s" % (
-            steps["run"].label(), recaps[1][1]["changed"], guides.changed_tasks(runs[-1].output.split("PLAY RECAP", 1)[1]))
+            steps["run"].label(), recaps[1][1]["changed"],
+            guides.changed_tasks(runs[-1].output.split("PLAY RECAP", 1)[1]))
 
         _assert_cluster_as_the_guide_says(sbx, typed)
         for run in runs:

@@ -12,8 +12,8 @@ import base64
 import secrets
 
 import pytest
-from tests.guides.shapes import UserSide, apply, guide_sandbox, kube_get, require_ok
 
+from tests.guides.shapes import UserSide, apply, guide_sandbox, kube_get, require_ok
 from tests.helpers import guides
 
 GUIDE = "docs/k3s-single-node.md"
@@ -54,7 +54,8 @@ def test_k3s_single_node_guide():
 
         runs = [require_ok(user.run(steps["secrets"], env, answers))]
         with open(user.checkout + "/inventories/k3s_single_node/group_vars/all/vault.yml", encoding="utf-8") as handle:
-            assert handle.read().startswith("$ANSIBLE_VAULT;"), "%s: the vault file is not encrypted" % steps["secrets"].label()
+            encrypted = handle.read().startswith("$ANSIBLE_VAULT;")
+        assert encrypted, "%s: the vault file is not encrypted" % steps["secrets"].label()
 
         runs.append(require_ok(user.run(steps["run"], env, answers)))
         site = guides.recaps(runs[-1].output)

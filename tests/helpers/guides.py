@@ -91,13 +91,15 @@ def _step(lines, start, end, guide, names):
     marker = MARKER.match(lines[above].strip()) if above >= 0 else None
     if not marker:
         raise GuideError("%s:%d: a ```%s block without a marker: put <!-- test: STEP-NAME --> (run by tests/guides) "
-                         "or <!-- test: skip -- REASON --> on the line above it" % (guide, start + 1, FENCE.match(lines[start]).group("lang")))
+                         "or <!-- test: skip -- REASON --> on the line above it"
+                         % (guide, start + 1, FENCE.match(lines[start]).group("lang")))
     what = marker.group("what")
     text = "\n".join(lines[start + 1:end]) + "\n"
     if what.startswith("skip"):
         skip = SKIP.match(what)
         if not skip:
-            raise GuideError("%s:%d: a skipped block needs its reason: <!-- test: skip -- REASON -->" % (guide, above + 1))
+            raise GuideError("%s:%d: a skipped block needs its reason: <!-- test: skip -- REASON -->"
+                             % (guide, above + 1))
         return Step(guide, "", start + 1, text, skip.group("reason"))
     if not STEP_NAME.match(what):
         raise GuideError("%s:%d: step name %r: use lower-case letters, digits and dashes" % (guide, above + 1, what))
@@ -136,7 +138,7 @@ def write_tool(directory, name, script):
     path = os.path.join(directory, name)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("#!/bin/bash\n" + script)
-    os.chmod(path, 0o755)
+    os.chmod(path, 0o755)  # noqa: S103 - a tool the guide's shell runs
     return path
 
 

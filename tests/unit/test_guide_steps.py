@@ -30,7 +30,7 @@ def test_each_guide_has_a_test_that_runs_all_its_steps():
         tests = [src for src in sources.values() if 'GUIDE = "%s"' % guide in src]
         assert tests, "no test in tests/guides declares GUIDE = %r" % guide
         for name in steps:
-            assert any(re.search(r"""steps\[["']%s["']\]""" % re.escape(name), src) for src in tests), (
+            assert any(re.search(r"""\[["']%s["']\]""" % re.escape(name), src) for src in tests), (
                 "%s step %r is run by no test in tests/guides" % (guide, name))
 
 
@@ -67,8 +67,10 @@ def test_parse_steps_reads_names_text_lines_and_skip_reasons():
     ("text\n```bash\nls\n```\n", "docs/x.md:2: a ```bash block without a marker"),
     ("<!-- test: skip -->\n```bash\nls\n```\n", "docs/x.md:1: a skipped block needs its reason"),
     ("<!-- test: Run It -->\n```bash\nls\n```\n", "docs/x.md:1: step name 'Run It'"),
-    ("<!-- test: a -->\n```bash\nls\n```\n<!-- test: a -->\n```bash\nls\n```\n", "docs/x.md:5: step name 'a' is used twice"),
-    ("<!-- test: a -->\ntext\n```bash\nls\n```\n", "docs/x.md:1: the marker '<!-- test: a -->' is not above a ```bash block"),
+    ("<!-- test: a -->\n```bash\nls\n```\n<!-- test: a -->\n```bash\nls\n```\n",
+     "docs/x.md:5: step name 'a' is used twice"),
+    ("<!-- test: a -->\ntext\n```bash\nls\n```\n",
+     "docs/x.md:1: the marker '<!-- test: a -->' is not above a ```bash block"),
     ("<!-- test: a -->\n```bash\nls\n", "docs/x.md:2: the code block is not closed"),
 ])
 def test_parse_steps_refuses_broken_markers_naming_the_line(page, error):
