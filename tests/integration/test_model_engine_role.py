@@ -7,6 +7,7 @@ upgrade, rollback) because the chart owns cluster-wide names (PriorityClass, nod
 and only one release can exist at a time; the other tests stop before installing.
 """
 
+import base64
 import json
 import os
 import shutil
@@ -121,7 +122,20 @@ def test_lifecycle_install_idempotence_rbac_check_mode_upgrade_rollback(platform
     infra = yaml.safe_load(config["infra_service_config"])
     assert infra["cloud_provider"] == "onprem" and infra["s3_bucket"] == "models"
     launch = yaml.safe_load(config["launch_service_config"])
-    assert launch["endpoint_namespace"] == ep and launch["istio_enabled"] == ""
+    assert launch["endpoint_namespace"] == ep and launch["istio_enabled"] is False
+    # PriorityClasses of the chart exist (endpoint ReplicaSets are refused without them) and are the release's
+    for name in ("model-engine-default-priority", "model-engine-high-priority", "model-engine-low-priority"):
+        annotations = kubectl_json("get", "priorityclass", name)["metadata"]["annotations"]
+        assert annotations["meta.helm.sh/release-namespace"] == cp, name
+    # what the server reads (DEPLOY_SERVICE_CONFIG_PATH): the role's Secret, with the password in the cache
+    # URL and dd_trace_enabled a boolean
+    env = dict((e["name"], e) for e in kubectl_json("get", "deployment", "model-engine", "-n", cp)
+               ["spec"]["template"]["spec"]["containers"][0]["env"])
+    assert env["DEPLOY_SERVICE_CONFIG_PATH"]["value"] == "/etc/llmops/service-config/service_config.yaml"
+    served = kubectl_json("get", "secret", "model-engine-llmops-service-config", "-n", cp)["data"]
+    served = yaml.safe_load(base64.b64decode(served["service_config.yaml"]).decode())
+    assert served["cache_redis_onprem_url"] == "redis://:redis-pw@redis.%s.svc:6379/15" % cp
+    assert served["dd_trace_enabled"] is False and served["gateway_namespace"] == cp
     values_text = helm(platform, "get", "values", "model-engine", "-o", "json")
     for secret_value in ("redis-pw", "minio-secret", "postgresql://"):
         assert secret_value not in values_text
@@ -320,8 +334,14 @@ def test_istio_and_keda_served_then_removed(served_platform):
             spec["containers"][0]["volumeMounts"]
     launch = yaml.safe_load(kubectl_json("get", "configmap", "model-engine-service-config", "-n", cp)
                             ["data"]["launch_service_config"])
-    assert launch["cache_redis_onprem_url"] == (
-        "rediss://redis.%s.svc:6379/15?ssl_cert_reqs=required"
+    # no query string (upstream's cache_redis_db_index reads what follows the last "/"); redis-py finds
+    # the CA through SSL_CERT_FILE, the result backend through ssl_ca_certs
+    assert launch["cache_redis_onprem_url"] == "rediss://redis.%s.svc:6379/15" % cp
+    builder = kubectl_json("get", "deployment", "model-engine-endpoint-builder", "-n", cp)
+    env = dict((e["name"], e.get("value")) for e in builder["spec"]["template"]["spec"]["containers"][0]["env"])
+    assert env["SSL_CERT_FILE"] == "/etc/llmops/redis-ca/ca.crt"
+    assert env["CELERY_RESULT_BACKEND"] == (
+        "rediss://:$(REDIS_AUTH_TOKEN)@redis.%s.svc:6379/14?ssl_cert_reqs=required"
         "&ssl_ca_certs=%%2Fetc%%2Fllmops%%2Fredis-ca%%2Fca.crt" % cp)
 
     # --- the add-ons go away: a new install drops their objects and says so. (An upgrade of a release
