@@ -95,6 +95,10 @@ def _redis_notes(redis):
     return logic.redis_upstream_notes(_plain(redis))
 
 
+def _cluster_conflicts(priority_classes, release, namespace, reuse=False):
+    return logic.cluster_scoped_conflicts(_plain(priority_classes), _plain(release), _plain(namespace), bool(reuse))
+
+
 class FilterModule(object):
     """llmops.serving model_engine filters."""
 
@@ -112,4 +116,5 @@ class FilterModule(object):
             "model_engine_keda_auth": _keda_auth,
             "model_engine_service_config": _service_config,
             "model_engine_redis_notes": _redis_notes,
+            "model_engine_cluster_conflicts": _cluster_conflicts,
         }

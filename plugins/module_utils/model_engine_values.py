@@ -342,15 +342,15 @@ REDIS_CA_VOLUME = "llmops-redis-ca"
 
 # The server's launch service config as a Secret of the role's (the cache URL carries the Redis
 # password, see service_config_document), mounted into the gateway, builder and cacher and named by
-# config.file.launch (env DEPLOY_SERVICE_CONFIG_PATH, chart templates/_helpers.tpl:342-344). The infra
-# config stays the chart's ConfigMap at the chart's own default path (_helpers.tpl:348).
+# config.file.launch (env DEPLOY_SERVICE_CONFIG_PATH, chart templates/_helpers.tpl:341-345). The infra
+# config stays the chart's ConfigMap at the chart's own default path (_helpers.tpl:349-350, 243-248).
 SERVICE_CONFIG_SECRET = "model-engine-llmops-service-config"  # noqa: S105 - a Secret's name
 SERVICE_CONFIG_KEY = "service_config.yaml"
 SERVICE_CONFIG_DIR = "/etc/llmops/service-config"
 SERVICE_CONFIG_VOLUME = "llmops-service-config"
 INFRA_CONFIG_PATH = "/workspace/model-engine/model_engine_server/core/configs/config.yaml"
 # Redis database of the Celery result backend: upstream's broker uses the TaskVisibility indexes 0-3
-# (core/celery/app.py:80-84, get_redis_endpoint(task_visibility) at app.py:503), the cache db 15 by default.
+# (core/celery/app.py:80-83, get_redis_endpoint(task_visibility) at app.py:493), the cache db 15 by default.
 RESULT_BACKEND_REDIS_DB = 14
 
 # Private S3 CA (HTTPS endpoint signed by a CA of your own): mounted into the gateway, builder and cacher.
@@ -791,7 +791,7 @@ def build_values(inputs):
     # Celery result backend: upstream picks "s3" on-prem (service_builder/celery.py:31-35), whose backend
     # needs a boto3 session that only AWS gets (core/celery/app.py:556-579, core/celery/s3.py:39-41).
     # Celery reads CELERY_RESULT_BACKEND from the environment before its own settings. Set through
-    # extraEnvVars, which the chart writes after REDIS_AUTH_TOKEN (templates/_helpers.tpl:381-385, 430-432),
+    # extraEnvVars, which the chart writes after REDIS_AUTH_TOKEN (templates/_helpers.tpl:382-386, 430-432),
     # so that $(REDIS_AUTH_TOKEN) expands; the chart's own celeryResultBackend comes before it (:378-380).
     env_vars.append({"name": "CELERY_RESULT_BACKEND", "value": result_backend_url(
         scheme, redis_host, redis_port, int(inputs.get("result_backend_redis_db", RESULT_BACKEND_REDIS_DB)),
@@ -859,7 +859,7 @@ def build_values(inputs):
         "recommendedHardware": {"byGpuMemoryGb": copy.deepcopy(hardware.get("byGpuMemoryGb") or []),
                                 "byModelName": copy.deepcopy(hardware.get("byModelName") or [])},
         "config": {"values": {"infra": infra, "launch": launch},
-                   # DEPLOY_SERVICE_CONFIG_PATH / ML_INFRA_SERVICES_CONFIG_PATH (templates/_helpers.tpl:341-346)
+                   # DEPLOY_SERVICE_CONFIG_PATH / ML_INFRA_SERVICES_CONFIG_PATH (templates/_helpers.tpl:341-345)
                    "file": {"launch": SERVICE_CONFIG_DIR + "/" + SERVICE_CONFIG_KEY, "infra": INFRA_CONFIG_PATH}},
         "celeryBrokerType": "elasticache",
         "celery_broker_type_redis": True,
@@ -1105,7 +1105,8 @@ def least_privilege_rbac(binding, endpoint_namespace, control_namespace):
     role_pair(base + "-endpoint-manager", endpoint_namespace, ENDPOINT_NAMESPACE_RULES)
     if control_namespace and control_namespace != endpoint_namespace:
         role_pair(base + "-control-plane", control_namespace, CONTROL_NAMESPACE_RULES)
-    cluster_name = base + "-node-reader"
+    # cluster-scoped: the namespace in the name lets releases in other namespaces have their own
+    cluster_name = base + "-node-reader" + (("-" + control_namespace) if control_namespace else "")
     objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                     "metadata": metadata(cluster_name), "rules": copy.deepcopy(CLUSTER_RULES)})
     objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -1176,6 +1177,7 @@ def post_render(stream, config):
     control_namespace = config.get("control_namespace")
     replace_admin = config.get("replace_cluster_admin", True)
     keda_secret = config.get("keda_redis_secret") or None
+    reuse_priority_classes = bool(config.get("reuse_priority_classes"))
 
     report = {"dropped": [], "replaced": [], "added": [], "kept": 0}
     out, problems, added = [], [], []
@@ -1219,6 +1221,11 @@ def post_render(stream, config):
             report["replaced"].append(item)
             out.append(_dump(new, "llmops.serving post-renderer (replaces %s)" % _source_of(chunk)))
             continue
+        if reuse_priority_classes and kind == "PriorityClass":
+            item = _describe(doc, chunk)
+            item["reason"] = "model_engine_priority_classes is reuse: the PriorityClass of another release is used"
+            report["dropped"].append(item)
+            continue
         report["kept"] += 1
         out.append(chunk)
     if problems:
@@ -1229,6 +1236,49 @@ def post_render(stream, config):
         out.append(_dump(obj, "llmops.serving post-renderer (least-privilege RBAC)"))
         report["added"].append(_describe(obj))
     return "".join(out), report
+
+
+# Cluster-scoped objects of the chart whose names are the same in every release (fullname is fixed:
+# FORBIDDEN_VALUES): templates/model_engine_{default,high,low}_priority_class.yaml.
+CHART_PRIORITY_CLASSES = ("model-engine-default-priority", "model-engine-high-priority", "model-engine-low-priority")
+
+
+def cluster_scoped_conflicts(priority_classes, release, namespace, reuse=False):
+    """Problems with the chart's PriorityClasses as they exist in the cluster, before Helm runs.
+
+    ``priority_classes``: PriorityClass objects (as k8s_info returns them). Helm refuses to install an
+    object another release owns (annotations meta.helm.sh/release-name and release-namespace) with an
+    ownership error; this says which object, which release, and what to do. With ``reuse`` the
+    release leaves them out (post_render), so they must exist instead.
+    """
+    existing = dict(((obj.get("metadata") or {}).get("name"), obj) for obj in priority_classes or [])
+    problems = []
+    for name in CHART_PRIORITY_CLASSES:
+        obj = existing.get(name)
+        if obj is None:
+            if reuse:
+                problems.append("PriorityClass %s does not exist, but model_engine_priority_classes is reuse: set it "
+                                "to create (this release then owns them), or install the release that creates "
+                                "them first" % name)
+            continue
+        annotations = (obj.get("metadata") or {}).get("annotations") or {}
+        owner = (annotations.get("meta.helm.sh/release-name"), annotations.get("meta.helm.sh/release-namespace"))
+        if reuse or owner == (release, namespace):
+            continue
+        if owner[0]:
+            problems.append(
+                "PriorityClass %s belongs to Helm release %r in namespace %r, not to %r in %r: the chart gives it "
+                "the same name in every release (charts/model-engine templates/model_engine_*_priority_class.yaml), "
+                "so Helm would refuse to install. Either set model_engine_priority_classes: reuse (this release "
+                "uses that release's PriorityClasses and leaves them out), or uninstall the other release "
+                "(helm uninstall %s -n %s), or install into its namespace" % (
+                    name, owner[0], owner[1], release, namespace, owner[0], owner[1]))
+        else:
+            problems.append(
+                "PriorityClass %s exists but no Helm release owns it (no meta.helm.sh/release-name annotation): "
+                "set model_engine_priority_classes: reuse to use it as it is, or delete it (kubectl delete "
+                "priorityclass %s) so that this release creates it" % (name, name))
+    return problems
 
 
 def hook_problems(hook_manifests, served, droppable_groups=None):

@@ -3,7 +3,7 @@ Engine checkout, tests/helpers/upstream.py) installed through the role's post-re
 kube-apiserver.
 
 One lifecycle test (install, second run unchanged, RBAC as the service account, check mode, tag
-upgrade, rollback) because the chart owns cluster-wide names (PriorityClass, node-reader ClusterRole)
+upgrade, rollback) because the chart owns cluster-wide names (its PriorityClasses)
 and only one release can exist at a time; the other tests stop before installing.
 """
 
@@ -108,8 +108,8 @@ def test_lifecycle_install_idempotence_rbac_check_mode_upgrade_rollback(platform
     assert "Telemetry" not in kinds and "WasmPlugin" not in kinds and "TriggerAuthentication" not in kinds
     assert "cluster-admin" not in manifest
     assert kubectl("get", "clusterrolebinding", "model-engine", check=False).returncode != 0
-    binding = kubectl_json("get", "clusterrolebinding", "model-engine-node-reader")
-    assert binding["roleRef"]["name"] == "model-engine-node-reader"
+    binding = kubectl_json("get", "clusterrolebinding", "model-engine-node-reader-" + cp)
+    assert binding["roleRef"]["name"] == "model-engine-node-reader-" + cp
     assert kubectl_json("get", "role", "model-engine-endpoint-manager", "-n", ep)["rules"]
     shown = task_results(first, "Show what the post-renderer drops and replaces")[0]["msg"]
     assert sorted(shown["dropped"]) == ["Telemetry model-engine-custom-tags",
@@ -202,6 +202,35 @@ def test_lifecycle_install_idempotence_rbac_check_mode_upgrade_rollback(platform
     assert bad["rc"] != 0
     assert "did you mean config.values.launch.cloud_file_llm_fine_tune_repository" in failure_text(bad)
     assert [r["revision"] for r in history(platform)] == [1, 2, 3]
+
+
+def test_a_second_release_is_told_whose_priority_classes_they_are(platform, sandbox_env):
+    """Issue 17: the chart names its PriorityClasses the same in every release. A second release in other
+    namespaces fails before Helm runs, naming the owner and the fix (not Helm's ownership error), and
+    installs with model_engine_priority_classes: reuse."""
+    first = run(platform)  # installed by the lifecycle test already, or now
+    assert first["rc"] == 0, failure_text(first)[-4000:]
+    with model_engine_platform("it-me2-", sandbox_env) as second:
+        refused = run(second, extra_vars=role_vars(second, model_engine_wait=False))
+        assert refused["rc"] != 0
+        text = failure_text(refused)
+        assert ("PriorityClass model-engine-high-priority belongs to Helm release 'model-engine' in namespace %r"
+                % platform["cp"]) in text
+        assert "model_engine_priority_classes: reuse" in text
+        assert "cannot be imported into the current release" not in text  # Helm never ran
+        assert task_results(refused, "Install or upgrade the LLM Engine release") == []
+
+        reused = run(second, extra_vars=role_vars(second, model_engine_wait=False,
+                                                  model_engine_priority_classes="reuse"))
+        assert reused["rc"] == 0, failure_text(reused)[-6000:]
+        kinds = [doc["kind"] for doc in yaml.safe_load_all(helm(second, "get", "manifest", "model-engine")) if doc]
+        assert "PriorityClass" not in kinds and "Deployment" in kinds
+        owner = kubectl_json("get", "priorityclass", "model-engine-high-priority")["metadata"]["annotations"]
+        assert owner["meta.helm.sh/release-namespace"] == platform["cp"]
+        # each release has its own node-reader binding (the name carries the namespace)
+        for cp in (platform["cp"], second["cp"]):
+            binding = kubectl_json("get", "clusterrolebinding", "model-engine-node-reader-" + cp)
+            assert binding["subjects"][0]["namespace"] == cp
 
 
 def test_missing_secret_fails_before_anything_changes(platform):

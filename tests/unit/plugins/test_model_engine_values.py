@@ -86,7 +86,7 @@ def test_on_prem_settings():
     launch = result["config"]["values"]["launch"]
     assert infra["cloud_provider"] == "onprem"
     assert infra["docker_registry_type"] == "onprem"
-    # written once, by the chart from the top-level value (templates/service_config_map.yaml:30-32)
+    # written once, by the chart from the top-level value (templates/service_config_map.yaml:32-33)
     assert "celery_broker_type_redis" not in infra and result["celery_broker_type_redis"] is True
     assert infra["redis_host"] == "redis.llm-engine.svc"
     assert infra["s3_bucket"] == "models"  # taken from the staged checkpoints
