@@ -130,7 +130,7 @@ def test_keys_the_chart_never_reads_are_unknown():
                            ("gateway.sidecarCPURequest", "gateway"), ("keyvaultName", "keyvaultName"),
                            ("image.cacherRepository", "image.cacherRepository"),
                            ("inferenceFramework.sglang", "inferenceFramework.sglang")):
-        head, _, leaf = path.rpartition(".")
+        head, leaf = path.rpartition(".")[::2]
         extra = {leaf: 1}
         for part in reversed(head.split(".") if head else []):
             extra = {part: extra}
