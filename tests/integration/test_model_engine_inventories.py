@@ -53,7 +53,8 @@ def values_of(result):
     return None
 
 
-@pytest.mark.parametrize("inventory,host,extra", INVENTORIES, ids=["%s-%s" % (i, h) for i, h, _ in INVENTORIES])
+@pytest.mark.parametrize("inventory,host,extra", INVENTORIES,
+                         ids=["%s-%s" % (case[0], case[1]) for case in INVENTORIES])
 def test_pinned_chart_renders_for_the_inventory(platform, sandbox_env, tmp_path, inventory, host, extra):
     ca = tmp_path / "s3-ca.pem"
     ca.write_text(PEM)
