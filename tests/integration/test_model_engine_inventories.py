@@ -20,10 +20,24 @@ from tests.helpers.sandbox import REPO_ROOT, run_playbook
 
 pytestmark = pytest.mark.sandbox
 
+
+def _cluster_gateway_vars():
+    with open(os.path.join(REPO_ROOT, "inventories", "cluster", "group_vars", "all", "gateway.yml"),
+              encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
 # inventory, host (--limit), extra settings the inventory's phases need
 INVENTORIES = [
     ("sandbox", "localhost", {}),
-    ("k3s_single_node", "localhost", {"llmops_phase_gateway": True}),
+    # docs/k3s-single-node.md section 5: the gateway phase on, with the settings of the cluster inventory's
+    # gateway.yml and the inventory-wide names they use
+    ("k3s_single_node", "localhost", dict(
+        _cluster_gateway_vars(),
+        llmops_phase_gateway=True, llmops_environment="k3s", llmops_registry="registry.local",
+        llmops_s3_endpoint_url="http://minio.workstation.local:9000", llmops_s3_bucket="models",
+        llmops_s3_secret="llm-engine-s3", llmops_pull_secret="regcred", llmops_gateway_host="llm.workstation.local",
+        llmops_s3_ca_bundle="", llmops_namespace="llm-engine", llmops_endpoint_namespace="llm-engine-endpoints")),
     ("cluster", "llmops-dev", {}),
     ("cluster", "llmops-staging", {}),
     ("cluster", "llmops-prod", {}),
@@ -63,17 +77,15 @@ def test_pinned_chart_renders_for_the_inventory(platform, sandbox_env, tmp_path,
     overrides = dict((k, base[k]) for k in (
         "model_engine_namespace", "model_engine_endpoint_namespace", "model_engine_helm_binary",
         "model_engine_work_dir",
-        "redis_connection", "postgres_connection", "gpu_discovery_types", "gpu_discovery_recommended_hardware",
-        "model_staging_checkpoints"))
+        "redis_connection", "postgres_connection", "gpu_discovery_types", "gpu_discovery_recommended_hardware"))
     overrides.update({
         "model_engine_chart_ref": upstream.chart_dir(), "model_engine_kubeconfig": sandbox_env["KUBECONFIG"],
         "llmops_kubeconfig": sandbox_env["KUBECONFIG"], "llmops_kube_context": "llmops-sandbox",
         "llmops_s3_ca_bundle": str(ca) if inventory == "cluster" and host != "llmops-eks" else "",
         "model_engine_s3_ca_bundle": str(ca) if inventory == "cluster" and host != "llmops-eks" else "",
-        "model_engine_wait": False, "model_engine_image_pull_secret": "regcred",
-        "model_engine_s3_credentials_secret": "llm-engine-s3",
+        "model_engine_wait": False,
     })
-    overrides.update(extra)
+    overrides = dict(extra, **overrides)  # the test's redirections win over the inventory's settings
     result = run_playbook(play(), inventory=os.path.join(REPO_ROOT, "inventories", inventory), extra_vars=overrides,
                           check=True, extra_args=["--limit", host])
     assert result["rc"] == 0, (result["stdout"] + result["stderr"])[-6000:]
