@@ -250,7 +250,8 @@ def test_other_managed_keys_are_kept_when_the_label_name_changes():
     node["metadata"]["annotations"] = {gpu.MANAGED_LABELS_ANNOTATION: "example.com/accel"}
     result = gpu.discover([node], options(accelerator_label="k8s.amazonaws.com/accelerator"))
     patch = result["label_changes"][0]["patch"]["metadata"]
-    assert patch["labels"] == {"k8s.amazonaws.com/accelerator": "nvidia-tesla-t4", gpu.GPU_PRODUCT_LABEL: "nvidia-tesla-t4"}
+    assert patch["labels"] == {"k8s.amazonaws.com/accelerator": "nvidia-tesla-t4",
+                               gpu.GPU_PRODUCT_LABEL: "nvidia-tesla-t4"}
     assert patch["annotations"] == {
         gpu.MANAGED_LABELS_ANNOTATION: "example.com/accel,k8s.amazonaws.com/accelerator,llmops.serving/gpu-product"}
     # and the other key is still recognised as ours when that label name is used again

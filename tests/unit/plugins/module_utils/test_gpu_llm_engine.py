@@ -126,7 +126,8 @@ def test_mapping_by_node_product_or_gpu_type(key):
 
 
 def test_node_name_mapping_wins_over_product_mapping():
-    result = discover([l40s()], llm_engine_gpu_types={"NVIDIA-L40S": "nvidia-tesla-t4", "gfd-l40s": "nvidia-ampere-a10"})
+    mapping = {"NVIDIA-L40S": "nvidia-tesla-t4", "gfd-l40s": "nvidia-ampere-a10"}
+    result = discover([l40s()], llm_engine_gpu_types=mapping)
     assert result["nodes"][0]["llm_engine_gpu_type"] == "nvidia-ampere-a10"
 
 
@@ -217,7 +218,8 @@ def test_h200_mig_slices_map_only_to_h100_mig_types_at_most_their_size(profile, 
 
 
 @pytest.mark.parametrize("base, profile", [
-    ("nvidia-hopper-h100-pcie", "3g.40gb"), ("nvidia-ampere-a100-80gb", "3g.40gb"), ("nvidia-hopper-h100-nvl", "3g.47gb"),
+    ("nvidia-hopper-h100-pcie", "3g.40gb"), ("nvidia-ampere-a100-80gb", "3g.40gb"),
+    ("nvidia-hopper-h100-nvl", "3g.47gb"),
 ])
 def test_mig_slices_of_gpus_below_an_h100_get_no_h100_mig_type(base, profile):
     llm_type, reason, _suggestion = gpu.decide_llm_engine_type("x", base, "nvidia", "mig-single", profile)
