@@ -56,7 +56,7 @@ LLM_ENGINE_GPU_TYPES = (
 # (domain/use_cases/llm_model_endpoint_use_cases.py:1816-1819).
 LLM_ENGINE_GPU_TYPES_REJECTED_ON_CREATE = {"nvidia-ampere-a100e": "nvidia-hopper-h100"}
 # Per-worker limits (cpus, memory, storage) per gpu_type, and what the forwarder sidecar takes from
-# them (common/resource_limits.py:26-52; storage defaults to STORAGE_LIMIT 640Gi there).
+# them (common/resource_limits.py:27-54; storage defaults to STORAGE_LIMIT 640Gi there).
 LLM_ENGINE_INSTANCE_LIMITS = {
     "nvidia-tesla-t4": ("63", "250Gi", "640Gi"),
     "nvidia-ampere-a10": ("63", "250Gi", "640Gi"),
@@ -193,9 +193,9 @@ KNOWN_GPU_TYPES.setdefault("nvidia-ampere-a100e", ("nvidia", "ampere", 80))
 # bandwidth GB/s, dense FP16/BF16 Tensor Core TFLOPS), NVIDIA datasheet figures (sparsity figures
 # halved). A name sold in several variants gets its weakest variant's figures. Types without an
 # entry (unknown products, ambiguous family-only labels, other vendors) are never mapped on their own.
-# LLM Engine's whole-GPU names carry the figures of the GPU of the AWS instance family its limits
-# describe (common/resource_limits.py:26-37: g4dn T4, g5 A10G, p4d/p4de A100 SXM4, and
-# H100_INSTANCE_LIMITS = p5.48xlarge's 192 vCPUs / 2 TiB, H100 SXM5).
+# LLM Engine's whole-GPU names carry the figures of the GPUs its limits were written for
+# (common/resource_limits.py:26-36 names the g4dn (T4), "g5dn" (A10G) and p4d/p4de (A100 SXM4)
+# instance types; its H100 limits, 191 CPUs and 2000Gi, are those of a p5.48xlarge (H100 SXM5)).
 GPU_SPECS = {
     "nvidia-blackwell-gb200": (186, (10, 0), 8000, 2500),
     "nvidia-blackwell-b300": (288, (10, 3), 8000, 2250),

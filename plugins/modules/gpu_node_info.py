@@ -72,7 +72,8 @@ options:
       - Map of node name or GPU product (as in C(nvidia.com/gpu.product), for example
         C(NVIDIA-RTX-6000-Ada-Generation)) to the C(gpu_type) to use.
       - A node name wins over a product; both win over every label. Values must be valid label
-        values because they become the accelerator label.
+        values because they become the label
+        C(llmops.serving/gpu-product).
     type: dict
     default: {}
   label_aliases:
@@ -88,7 +89,7 @@ options:
     description:
       - Map of node name, GPU product (as in C(nvidia.com/gpu.product)) or C(gpu_type) to the LLM
         Engine gpu_type its nodes' accelerator label should carry, for GPUs no LLM Engine type fits on
-        its own (for example C({NVIDIA-L4: nvidia-tesla-t4})) or to choose a smaller type.
+        its own (for example C(NVIDIA-L4) mapped to C(nvidia-tesla-t4)) or to choose a smaller type.
       - Values must be one of LLM Engine's C(GpuType) values other than C(nvidia-ampere-a100e),
         which LLM Engine refuses when an endpoint is created.
       - A node name wins over a product, a product over a C(gpu_type).
