@@ -457,8 +457,8 @@ def decide_llm_engine_type(gpu_type, base_type=None, vendor="nvidia", sharing="n
         if parent is None or not slices or not slice_gb:
             return None, "MIG slice %s of %s: the GPU's figures are unknown" % (profile, base_type), None
         fits = []
-        for mig_type, (whole, need_slices, need_gb) in sorted(LLM_ENGINE_MIG_TYPES.items(),
-                                                               key=lambda kv: kv[1][1:], reverse=True):
+        by_size = sorted(LLM_ENGINE_MIG_TYPES.items(), key=lambda kv: kv[1][1:], reverse=True)
+        for mig_type, (whole, need_slices, need_gb) in by_size:
             short = _shortfalls(parent, GPU_SPECS[whole])
             if short:
                 return None, ("MIG slice %s of %s: LLM Engine's MIG types are slices of an %s, and this GPU has "

@@ -15,8 +15,8 @@ import pytest
 from ansible_collections.llmops.serving.plugins.module_utils import gpu
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-UPSTREAM = os.environ.get("LLMOPS_UPSTREAM_LLM_ENGINE") or os.path.join(REPO_ROOT, "..", "shared", "upstream",
-                                                                         "llm-engine")
+UPSTREAM = (os.environ.get("LLMOPS_UPSTREAM_LLM_ENGINE")
+            or os.path.join(REPO_ROOT, "..", "shared", "upstream", "llm-engine"))
 SERVER = os.path.join("model-engine", "model_engine_server")
 GPU_TYPE_PY = os.path.join(SERVER, "domain", "entities", "gpu_type.py")
 RESOURCE_LIMITS_PY = os.path.join(SERVER, "common", "resource_limits.py")

@@ -43,8 +43,8 @@ REAL_LABEL = "k8s.amazonaws.com/accelerator"
 TEST_LABEL = "it-gpu.llmops.serving/accelerator"
 PRODUCT_LABEL = "llmops.serving/gpu-product"
 MANAGED = "llmops.serving/managed-labels"
-UPSTREAM = os.environ.get("LLMOPS_UPSTREAM_LLM_ENGINE") or os.path.join(REPO_ROOT, "..", "shared", "upstream",
-                                                                         "llm-engine")
+UPSTREAM = (os.environ.get("LLMOPS_UPSTREAM_LLM_ENGINE")
+            or os.path.join(REPO_ROOT, "..", "shared", "upstream", "llm-engine"))
 OVERRIDES = {"sbx-l40-k3s": "nvidia-ada-l40"}
 NAMESPACE = "it-gpu-sched"
 ROLE_PREFIX = "llmops.serving.gpu_discovery : "
@@ -424,22 +424,22 @@ GFD_NODES = {
 def _gfd_node(name):
     product, memory, family, major, minor, count, driver = GFD_NODES[name]
     resources = {"cpu": "32", "memory": "256Gi", "ephemeral-storage": "900Gi", "pods": "110", "nvidia.com/gpu": count}
-    return {"apiVersion": "v1", "kind": "Node", "metadata": {
-        "name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
-        "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-                   "type": "kwok", "node-lifecycle": "normal",
-                   "nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": product,
-                   "nvidia.com/gpu.memory": memory, "nvidia.com/gpu.family": family,
-                   "nvidia.com/gpu.compute.major": major, "nvidia.com/gpu.compute.minor": minor,
-                   "nvidia.com/gpu.count": count, "nvidia.com/gpu.replicas": "1",
-                   "nvidia.com/gpu.sharing-strategy": "none", "nvidia.com/gpu.mode": "compute",
-                   "nvidia.com/mig.capable": "true" if "H200" in product else "false",
-                   "nvidia.com/cuda.driver-version.major": driver[0],
-                   "nvidia.com/cuda.driver-version.minor": driver[1],
-                   "nvidia.com/cuda.driver-version.revision": driver[2]}},
-        "status": {"capacity": resources, "allocatable": resources,
-                   "nodeInfo": {"kubeletVersion": "v1.34.4", "containerRuntimeVersion": "containerd://1.7.24",
-                                "operatingSystem": "linux", "architecture": "amd64"}}}
+    labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+              "type": "kwok", "node-lifecycle": "normal",
+              "nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": product,
+              "nvidia.com/gpu.memory": memory, "nvidia.com/gpu.family": family,
+              "nvidia.com/gpu.compute.major": major, "nvidia.com/gpu.compute.minor": minor,
+              "nvidia.com/gpu.count": count, "nvidia.com/gpu.replicas": "1",
+              "nvidia.com/gpu.sharing-strategy": "none", "nvidia.com/gpu.mode": "compute",
+              "nvidia.com/mig.capable": "true" if "H200" in product else "false",
+              "nvidia.com/cuda.driver-version.major": driver[0],
+              "nvidia.com/cuda.driver-version.minor": driver[1],
+              "nvidia.com/cuda.driver-version.revision": driver[2]}
+    node_info = {"kubeletVersion": "v1.34.4", "containerRuntimeVersion": "containerd://1.7.24",
+                 "operatingSystem": "linux", "architecture": "amd64"}
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"}, "labels": labels},
+            "status": {"capacity": resources, "allocatable": resources, "nodeInfo": node_info}}
 
 
 @pytest.fixture

@@ -32,6 +32,8 @@ def a10_nodes():
     runs whatever an A10 runs)."""
     carriers = kubectl_json("get", "nodes", "-l", "%s=nvidia-ampere-a10" % ACCELERATOR)["items"]
     return set([A10_NODE] + [n["metadata"]["name"] for n in carriers])
+
+
 TASK = "endpoint"
 
 BASE = {
