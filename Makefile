@@ -18,6 +18,10 @@ export PYTHONDONTWRITEBYTECODE := 1
 DEMO_SANDBOX_DIR ?= $(CURDIR)/.sandbox
 TEST_SANDBOX_DIR ?= $(CURDIR)/.sandbox-test
 DEMO_SANDBOX := LLMOPS_SANDBOX_DIR=$(DEMO_SANDBOX_DIR) $(PY) tests/sandbox/sandbox.py
+# The pinned LLM Engine checkout (chart + server) everything is built and tested against; `make upstream`
+# clones it into the sandbox cache when neither this variable nor ../shared/upstream/llm-engine has it.
+LLMOPS_UPSTREAM_LLM_ENGINE ?= $(shell bash tests/scripts/upstream-llm-engine.sh path)
+export LLMOPS_UPSTREAM_LLM_ENGINE
 TEST_SANDBOX := LLMOPS_SANDBOX_DIR=$(TEST_SANDBOX_DIR) $(PY) tests/sandbox/sandbox.py
 # a sandbox's kubectl/helm first on PATH, its KUBECONFIG and S3 settings and its directory in the environment
 WITH_DEMO_SANDBOX := export LLMOPS_SANDBOX_DIR=$(DEMO_SANDBOX_DIR) && set -a && source <($(DEMO_SANDBOX) env) && \
@@ -26,13 +30,13 @@ WITH_TEST_SANDBOX := export LLMOPS_SANDBOX_DIR=$(TEST_SANDBOX_DIR) && set -a && 
 	set +a && export PATH="$$SANDBOX_BIN_PATH:$$PATH" &&
 
 .PHONY: help deps deps-system deps-python collection-link sandbox-build sandbox-up sandbox-down \
-	sandbox-purge sandbox-status test-sandbox-up test-sandbox-purge lint sanity unit contract integration drills molecule test demo demo-run \
+	sandbox-purge sandbox-status upstream test-sandbox-up test-sandbox-purge lint sanity unit contract integration drills molecule test demo demo-run \
 	demo-summary bench docs build-collection clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
 
-deps: deps-system deps-python collection-link sandbox-build  ## everything the tests and the demo need
+deps: deps-system deps-python collection-link sandbox-build upstream  ## everything the tests and the demo need
 
 deps-system:  ## Debian packages from bindep.txt (redis-server, postgresql for contract tests)
 	@bash tests/scripts/install-system-deps.sh
@@ -45,11 +49,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	touch $@
 
+upstream:  ## the pinned LLM Engine checkout (LLMOPS_UPSTREAM_LLM_ENGINE; cloned into the cache when absent)
+	@bash tests/scripts/upstream-llm-engine.sh fetch
+
 collection-link:  ## expose the checkout as llmops.serving under .collections
 	@mkdir -p .collections/ansible_collections/llmops
 	@ln -sfn ../../.. .collections/ansible_collections/llmops/serving
 
-sandbox-build: deps-python  ## build the sandbox binaries once (cached outside the checkout)
+sandbox-build: deps-python upstream  ## build the sandbox binaries and the LLM Engine server venv once (cached outside the checkout)
 	$(DEMO_SANDBOX) build
 
 sandbox-up: deps-python collection-link  ## start the demo sandbox cluster (idempotent)
@@ -83,24 +90,24 @@ sanity: deps-python  ## ansible-test sanity in a temporary ansible_collections t
 unit: deps-python collection-link  ## unit tests (pure logic, no network)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-contract: deps-python deps-system collection-link  ## real redis-server/postgres against the roles' config
+contract: deps-python deps-system collection-link upstream  ## real redis-server/postgres against the roles' config
 	@if [ -d tests/contract ]; then $(PY) -m pytest tests/contract -q -m contract $(PYTEST_ARGS); \
 	else echo "no contract tests yet"; fi
 
-integration: test-sandbox-up  ## sandbox self-tests and module/role tests against the tests' sandbox
+integration: test-sandbox-up upstream  ## sandbox self-tests and module/role tests against the tests' sandbox
 	$(WITH_TEST_SANDBOX) $(PY) -m pytest tests/sandbox tests/integration -q $(PYTEST_ARGS)
 
-drills: test-sandbox-up  ## reliability and security drills (tests/drills): faults, hostile input, secret scans
+drills: test-sandbox-up upstream  ## reliability and security drills (tests/drills): faults, hostile input, secret scans
 	$(WITH_TEST_SANDBOX) $(PY) -m pytest tests/drills -q $(PYTEST_ARGS)
 
-molecule: deps-python collection-link sandbox-build  ## molecule default scenario (the tests' sandbox; purged at the end)
+molecule: deps-python collection-link sandbox-build upstream  ## molecule default scenario (the tests' sandbox; purged at the end)
 	LLMOPS_SANDBOX_DIR=$(TEST_SANDBOX_DIR) molecule test -s default
 
 test: deps lint sanity unit contract integration drills molecule  ## all tests
 
 demo: deps sandbox-up demo-run demo-summary  ## sandbox + site.yml + summary; leaves the sandbox running
 
-demo-run:
+demo-run: upstream
 	$(WITH_DEMO_SANDBOX) ansible-playbook playbooks/site.yml -i inventories/sandbox
 
 demo-summary:

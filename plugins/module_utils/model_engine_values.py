@@ -732,6 +732,10 @@ def build_values(inputs):
         "imageCache": {"devices": image_cache_devices(gpu_types, inputs.get("accelerator_label")
                                                       or ACCELERATOR_LABEL)},
         "balloons": [],
+        # charts/model-engine templates/service_template_config_map.yaml:4-5 read triton.image.* with
+        # no default in values.yaml: without them the chart does not render (only the
+        # triton-enhanced-runnable-image flavor uses the image; LLM endpoints do not).
+        "triton": {"image": {"repository": _registry_join(docker_repo_prefix, "tritonserver"), "tag": tag}},
         "recommendedHardware": {"byGpuMemoryGb": copy.deepcopy(hardware.get("byGpuMemoryGb") or []),
                                 "byModelName": copy.deepcopy(hardware.get("byModelName") or [])},
         "config": {"values": {"infra": dict((k, _falsy_for_quoted_config(v)) for k, v in infra.items()),

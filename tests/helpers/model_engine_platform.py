@@ -1,5 +1,6 @@
 """The model_engine role on the sandbox: namespaces with the Secrets its release references, the role's
-variables for the stand-in chart (tests/fixtures/charts/model-engine-standin), and cleanup.
+variables for the pinned upstream chart (charts/model-engine of the LLM Engine checkout, see
+tests/helpers/upstream.py), and cleanup.
 
 The chart owns cluster-wide names (a PriorityClass, the node-reader ClusterRole), so only one release
 can exist at a time: every test module that installs it names its namespaces with its own prefix and
@@ -16,9 +17,10 @@ import uuid
 
 import yaml
 
-from tests.helpers.sandbox import REPO_ROOT, kubectl, kubectl_json, load_env, run_playbook
+from tests.helpers import upstream
+from tests.helpers.sandbox import kubectl, kubectl_json, load_env, run_playbook
 
-CHART = os.path.join(REPO_ROOT, "tests", "fixtures", "charts", "model-engine-standin")
+CHART = upstream.chart_dir()
 TAG_1 = "0.9.3"
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio-secret"}
 
@@ -112,7 +114,7 @@ def model_engine_platform(prefix, sandbox_env):
 
 
 def role_vars(platform, **overrides):
-    """Variables of the model_engine role for the stand-in chart in ``platform``'s namespaces."""
+    """Variables of the model_engine role for the pinned upstream chart in ``platform``'s namespaces."""
     result = {
         "model_engine_chart_ref": CHART,
         "model_engine_namespace": platform["cp"],

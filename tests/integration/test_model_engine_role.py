@@ -1,5 +1,6 @@
-"""The model_engine role against the sandbox: the stand-in chart (tests/fixtures/charts/
-model-engine-standin) installed through the role's post-renderer on a real kube-apiserver.
+"""The model_engine role against the sandbox: the pinned upstream chart (charts/model-engine of the LLM
+Engine checkout, tests/helpers/upstream.py) installed through the role's post-renderer on a real
+kube-apiserver.
 
 One lifecycle test (install, second run unchanged, RBAC as the service account, check mode, tag
 upgrade, rollback) because the chart owns cluster-wide names (PriorityClass, node-reader ClusterRole)
@@ -202,7 +203,7 @@ def test_missing_secret_fails_before_anything_changes(platform):
 
 
 def test_post_renderer_on_real_chart_output(platform, tmp_path):
-    """Contract: helm template of the stand-in chart with the role's values, piped through the
+    """Contract: helm template of the pinned upstream chart with the role's values, piped through the
     post-renderer as a process, keeps every served document byte-for-byte."""
     import sys
 
@@ -308,7 +309,7 @@ def test_istio_and_keda_served_then_removed(served_platform):
         {"parameter": "ca", "name": "redis-ca", "key": "ca.crt"}]}
     # the kept Istio documents are the chart's bytes
     manifest = helm(served_platform, "get", "manifest", "model-engine")
-    assert "# Source: model-engine/templates/istio_metrics.yaml.tpl" in manifest
+    assert "# Source: model-engine/templates/istio-metrics.yaml" in manifest
     # the CA is mounted where the cache URL says, in every control-plane pod
     for name in DEPLOYMENTS:
         spec = kubectl_json("get", "deployment", name, "-n", cp)["spec"]["template"]["spec"]

@@ -190,6 +190,15 @@ def binaries():
     }
 
 
+def upstream_venv():
+    """tests/sandbox/upstream_venv.py: the pinned LLM Engine server's venv (cached like the binaries)."""
+    try:
+        from tests.sandbox import upstream_venv as module
+    except ImportError:  # run as a script: this directory is on sys.path
+        import upstream_venv as module
+    return module
+
+
 # ----------------------------------------------------------------------------- PKI
 
 def ensure_pki(sb):
@@ -611,6 +620,7 @@ def main(argv=None):
             sys.stdout.write(handle.read())
     elif args.command == "build":
         binaries()
+        upstream_venv().build()
     elif args.command == "provisioner":
         provisioner(sb)
     return 0
