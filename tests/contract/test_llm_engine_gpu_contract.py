@@ -1,9 +1,10 @@
 """The GPU types, limits and node label of plugins/module_utils/gpu.py against the pinned LLM Engine source.
 
-The pinned checkout is the one LLMOPS_UPSTREAM_LLM_ENGINE names (default: ../shared/upstream/llm-engine
-next to the repository). Its ``GpuType`` enum is imported from its own file (the module needs nothing
-but ``enum``); the files with heavy imports are parsed with ``ast``. Every test fails when the
-collection's table and upstream's code disagree.
+The pinned checkout is found by tests/helpers/upstream.py (LLMOPS_UPSTREAM_LLM_ENGINE, else
+../shared/upstream/llm-engine, else the clone ``make upstream`` leaves in the sandbox cache). Its
+``GpuType`` enum is imported from its own file (the module needs nothing but ``enum``); the files
+with heavy imports are parsed with ``ast``. Every test fails when the collection's table and
+upstream's code disagree.
 """
 
 import ast
@@ -14,9 +15,8 @@ import re
 import pytest
 from ansible_collections.llmops.serving.plugins.module_utils import gpu
 
-REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-UPSTREAM = (os.environ.get("LLMOPS_UPSTREAM_LLM_ENGINE")
-            or os.path.join(REPO_ROOT, "..", "shared", "upstream", "llm-engine"))
+from tests.helpers.upstream import upstream_dir
+
 SERVER = os.path.join("model-engine", "model_engine_server")
 GPU_TYPE_PY = os.path.join(SERVER, "domain", "entities", "gpu_type.py")
 RESOURCE_LIMITS_PY = os.path.join(SERVER, "common", "resource_limits.py")
@@ -26,7 +26,7 @@ SERVICE_TEMPLATE = os.path.join("charts", "model-engine", "templates", "service_
 
 
 def upstream(path):
-    full = os.path.join(UPSTREAM, path)
+    full = os.path.join(upstream_dir(), path)
     if not os.path.isfile(full):
         pytest.fail("pinned LLM Engine file %s not found: point LLMOPS_UPSTREAM_LLM_ENGINE at a checkout of "
                     "github.com/scaleapi/llm-engine at the pinned commit (see shared/upstream/README.md)" % full)

@@ -7,7 +7,7 @@ real accelerator label (other roles rely on it), and pods shaped like LLM Engine
 then schedule on a node of the right type for every type present.
 
 Each node's accelerator label must hold a value of the pinned LLM Engine's own ``GpuType`` enum
-(imported from the checkout LLMOPS_UPSTREAM_LLM_ENGINE names), or discovery must say why none fits
+(imported from the pinned checkout tests/helpers/upstream.py finds), or discovery must say why none fits
 and how to map it. GPU Feature Discovery-labelled H200, L40S and L4 nodes are added for that test
 only (kwok nodes, deleted again), so the node and GPU counts of nodes.yaml stay as they are.
 
@@ -35,6 +35,7 @@ from tests.helpers.sandbox import (
     task_results,
     total_changed,
 )
+from tests.helpers.upstream import upstream_dir
 
 pytestmark = pytest.mark.sandbox
 
@@ -43,8 +44,7 @@ REAL_LABEL = "k8s.amazonaws.com/accelerator"
 TEST_LABEL = "it-gpu.llmops.serving/accelerator"
 PRODUCT_LABEL = "llmops.serving/gpu-product"
 MANAGED = "llmops.serving/managed-labels"
-UPSTREAM = (os.environ.get("LLMOPS_UPSTREAM_LLM_ENGINE")
-            or os.path.join(REPO_ROOT, "..", "shared", "upstream", "llm-engine"))
+
 OVERRIDES = {"sbx-l40-k3s": "nvidia-ada-l40"}
 NAMESPACE = "it-gpu-sched"
 ROLE_PREFIX = "llmops.serving.gpu_discovery : "
@@ -76,8 +76,9 @@ LABELED = dict(LLM_TYPES)
 
 def upstream_gpu_types():
     """Values of the pinned LLM Engine's GpuType enum, from its own module (it needs only ``enum``)."""
-    path = os.path.join(UPSTREAM, "model-engine", "model_engine_server", "domain", "entities", "gpu_type.py")
-    assert os.path.isfile(path), "pinned LLM Engine not found at %s: set LLMOPS_UPSTREAM_LLM_ENGINE" % UPSTREAM
+    path = os.path.join(upstream_dir(), "model-engine", "model_engine_server", "domain", "entities", "gpu_type.py")
+    assert os.path.isfile(path), "pinned LLM Engine not found at %s: run `make upstream` or set " \
+        "LLMOPS_UPSTREAM_LLM_ENGINE" % path
     spec = importlib.util.spec_from_file_location("upstream_gpu_type", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
