@@ -331,7 +331,7 @@ recommended_hardware:
       type: list
       elements: dict
 label_changes:
-  description: Label patches to apply (only with O(plan_labels=true)): the accelerator label and
+  description: Label patches to apply (only with O(plan_labels=true)) - the accelerator label and
     C(llmops.serving/gpu-product).
   returned: always
   type: list
