@@ -44,7 +44,7 @@ description:
     least that type's compute slices and memory. C(nvidia-ampere-a100e) is never chosen (LLM Engine
     refuses it when an endpoint is created). Where nothing fits (an L4 has less memory bandwidth
     than a T4, a V100 a lower compute capability, shared GPUs no memory isolation) it is null and
-    RV(gpu_types[].llm_engine_reason) says why and which O(llm_engine_gpu_types) entry would map it.
+    C(llm_engine_reason) in RV(gpu_types) says why and which O(llm_engine_gpu_types) entry would map it.
   - A GPU node whose labels say nothing about the product (device plugin only) gets
     C(<vendor>-unknown), for example C(nvidia-unknown), and a warning; map it with
     O(gpu_type_overrides) or O(label_aliases).
