@@ -1,6 +1,6 @@
 # llmops.serving: one entry point for setting up, testing and demoing the collection.
 #   make demo   dependencies, local sandbox cluster, playbooks/site.yml against it, summary
-#   make test   dependencies, lint, sanity, unit, contract, sandbox integration, drills, molecule
+#   make test   dependencies, lint, sanity, unit, contract, sandbox integration, drills, molecule, guides
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -30,7 +30,7 @@ WITH_TEST_SANDBOX := export LLMOPS_SANDBOX_DIR=$(TEST_SANDBOX_DIR) && set -a && 
 	set +a && export PATH="$$SANDBOX_BIN_PATH:$$PATH" &&
 
 .PHONY: help deps deps-system deps-python collection-link sandbox-build sandbox-up sandbox-down \
-	sandbox-purge sandbox-status upstream test-sandbox-up test-sandbox-purge lint sanity unit contract integration drills molecule test demo demo-run \
+	sandbox-purge sandbox-status upstream test-sandbox-up test-sandbox-purge lint sanity unit contract integration drills molecule guides test demo demo-run \
 	demo-summary bench docs build-collection clean
 
 help:  ## list targets
@@ -80,7 +80,7 @@ test-sandbox-purge:  ## stop the tests' sandbox and delete its data
 lint: deps-python collection-link  ## yamllint, ruff, ansible-lint --profile production
 	yamllint --strict .
 	ruff check .
-	pycodestyle --max-line-length 160 --ignore E402,W503,W504,E741,E203,E701,E704 --exclude .venv,.collections,.sandbox,.sandbox-test,build,.ansible .
+	pycodestyle --max-line-length 160 --ignore E402,W503,W504,E741,E203,E701,E704 --exclude .venv,.collections,.sandbox,.sandbox-test,.sandbox-guides,build,.ansible .
 	ansible-lint --profile production
 	antsibull-changelog lint
 
@@ -103,7 +103,12 @@ drills: test-sandbox-up upstream  ## reliability and security drills (tests/dril
 molecule: deps-python collection-link sandbox-build upstream  ## molecule default scenario (the tests' sandbox; purged at the end)
 	LLMOPS_SANDBOX_DIR=$(TEST_SANDBOX_DIR) molecule test -s default
 
-test: deps lint sanity unit contract integration drills molecule  ## all tests
+# Each guide test starts its own sandbox, shaped like the guide's cluster, in .sandbox-guides/<guide>/
+# (one at a time, about 10 s each with the cached binaries) and purges it at the end.
+guides: deps-python collection-link sandbox-build upstream  ## the guides' own commands (docs/*.md) on sandboxes shaped like their clusters
+	$(PY) -m pytest tests/guides -q $(PYTEST_ARGS)
+
+test: deps lint sanity unit contract integration drills molecule guides  ## all tests
 
 demo: deps sandbox-up demo-run demo-summary  ## sandbox + site.yml + summary; leaves the sandbox running
 
@@ -124,4 +129,5 @@ build-collection: deps-python  ## ansible-galaxy collection build into build/
 
 clean: sandbox-down
 	@if [ -x $(PY) ]; then $(TEST_SANDBOX) down; fi
-	rm -rf .collections build tests/output .pytest_cache .ruff_cache
+	@if [ -x $(PY) ]; then for dir in .sandbox-guides/*/; do [ -d "$$dir" ] && LLMOPS_SANDBOX_DIR=$(CURDIR)/$$dir $(PY) tests/sandbox/sandbox.py down --purge; done; fi
+	rm -rf .collections build tests/output .pytest_cache .ruff_cache .sandbox-guides ee/context

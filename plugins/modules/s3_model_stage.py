@@ -35,6 +35,18 @@ description:
     (architecture, dtype, parameter count, bytes) is written last. V(pull) and V(verify) refuse a
     prefix without a manifest matching the bucket listing, and V(pull) checks every downloaded
     file's SHA-256 before renaming it into place.
+  - An interrupted V(pull) (process killed, node restarted, server gone) resumes on the next run.
+    Each file is downloaded into C(.<name>.<id>.llmops-partial) next to it, with C(<id>) derived from
+    its path, size and manifest SHA-256, and the byte ranges on disk are appended to
+    C(.<name>.<id>.progress.llmops-partial) every 4 MiB of a request (data fdatasync'ed first), so a
+    re-run keeps them and fetches only the rest (RV(bytes_resumed)). A partial file whose object changed
+    (other manifest entry or ETag) is discarded, a resumed file whose SHA-256 fails is fetched again
+    from zero, and nothing is renamed into place before its SHA-256 matches the manifest.
+  - Before downloading, V(pull) removes the C(*.llmops-partial) files under O(dest) that this run does
+    not use and no running process holds (files are locked while a pull uses them), so partial copies
+    of dead runs never pile up (RV(partials_removed)). Two pulls of the same file into the same O(dest)
+    at once are refused (the second fails naming the file), and a re-run after the first finishes
+    finds it in place.
   - C(changed) is true only when bytes were written (objects or files, including the manifest) or
     objects/files were deleted.
 author:
@@ -103,9 +115,11 @@ options:
     type: bool
     default: false
   concurrency:
-    description: Parallel requests (parts across all files). Between 1 and 256.
+    description:
+      - Parallel requests (parts across all files). Between 1 and 256.
+      - Default 16, or twice the number of CPU cores of the host running the module where that is
+        more (at most 32).
     type: int
-    default: 16
   part_size:
     description:
       - Multipart part size and download range size, as bytes or with a unit (V(64MiB)).
@@ -224,7 +238,7 @@ files_transferred:
   type: int
   sample: 1
 bytes_transferred:
-  description: Bytes sent or received, not counting resumed parts; in check mode, bytes that would be.
+  description: Bytes sent or received, not counting resumed parts or ranges; in check mode, bytes that would be.
   returned: always
   type: int
   sample: 4976698672
@@ -239,12 +253,28 @@ files_deleted:
   type: int
   sample: 0
 parts_resumed:
-  description: Parts of interrupted multipart uploads that were kept instead of sent again.
+  description:
+    - Push, parts of interrupted multipart uploads that were kept instead of sent again.
+    - Pull, download ranges found complete in the partial files of an interrupted pull.
   returned: always
   type: int
   sample: 0
 bytes_resumed:
-  description: Bytes in those parts.
+  description:
+    - Bytes kept instead of moved again, push, in those parts; pull, in the partial files of an
+      interrupted pull (in check mode, that would be kept).
+  returned: always
+  type: int
+  sample: 0
+partials_removed:
+  description:
+    - Pull, C(*.llmops-partial) files of dead runs removed from O(dest) (other versions of the files,
+      files no longer wanted, names of older collection versions); 0 for push and verify.
+  returned: always
+  type: int
+  sample: 0
+partial_bytes_freed:
+  description: Disk bytes those files used.
   returned: always
   type: int
   sample: 0
@@ -296,6 +326,8 @@ throughput_mib_s:
 """
 
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.llmops.serving.plugins.module_utils.s3 import (
@@ -309,6 +341,7 @@ from ansible_collections.llmops.serving.plugins.module_utils.s3 import (
 from ansible_collections.llmops.serving.plugins.module_utils.s3_stage import (
     StageContext,
     StageError,
+    default_concurrency,
     parse_size,
     run_stage,
     validate_stage_params,
@@ -328,7 +361,7 @@ def argument_spec():
         required_files=dict(type="list", elements="str"),
         create_bucket=dict(type="bool", default=False),
         delete_extra=dict(type="bool", default=False),
-        concurrency=dict(type="int", default=16),
+        concurrency=dict(type="int"),
         part_size=dict(type="str", default="64MiB"),
         resume=dict(type="bool", default=True),
         verify_content=dict(type="bool", default=False),
@@ -350,6 +383,8 @@ def main():
         params["part_size"] = parse_size(params["part_size"])
     except StageError as exc:
         _fail_with(module, exc.message)
+    if params["concurrency"] is None:
+        params["concurrency"] = default_concurrency(os.cpu_count())
     errors = validate_connection_params(params) + validate_stage_params(params)
     if errors:
         _fail_with(module, "; ".join(errors))

@@ -33,6 +33,11 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
+def published_digest(root):
+    """dir_digest() of the files a pull published under ``root``: its partial files left out."""
+    return dict((rel, v) for rel, v in dir_digest(root).items() if not rel.endswith(PARTIAL_SUFFIX))
+
+
 def dir_digest(root):
     """relpath -> (size, sha256) of the regular files under ``root``."""
     out = {}

@@ -12,12 +12,15 @@ while bytes flow (a throwaway server on its own port and data dir, restarted on 
 - re-publishing a model that already has a manifest: the push deletes the old manifest before it
   writes the first object under it, and writes the new one after the last, so readers see the old
   model (consistent), then no model (pull/verify refuse it), then the new model, never a mix;
-- pull downloads into temporary files and renames them only after all are verified, so a killed
-  pull leaves the destination as it was.
+- pull downloads into partial files and renames them only after all are verified, so a killed
+  pull leaves the destination's files as they were; the partial files stay, and the re-run keeps
+  the bytes they recorded (issue 22);
+- the vllm role's puller init container (roles/vllm/files/vllm_s3_pull.py), SIGKILLed mid-download
+  and started again, fetches only what was missing and leaves no partial file.
 
 - a pull over an older copy removes the old local manifest after every new file is verified and
   before the first rename (found by this drill, fixed in s3_stage), and a pull stopped by a dead
-  server says that dest was left as it was and that a re-run downloads again.
+  server says that no file in dest was replaced and that a re-run resumes.
 """
 
 import json
@@ -37,6 +40,7 @@ from tests.drills.s3_watch import (
     partial_bytes_written,
     partial_files,
     pending_uploads,
+    published_digest,
 )
 from tests.integration.s3_helpers import THROWAWAY_PASSWORD, ThrowawayMinio, run_stage, start_stage
 
@@ -256,13 +260,17 @@ def test_pull_killed_mid_transfer_leaves_dest_untouched_and_rerun_completes(live
     assert written < total
     # Which download reports first depends on the interleaving: any file of the model.
     assert "downloading %s/" % PREFIX in msg and "server is running" in msg, msg
-    # Nothing was renamed into place and the temporary files are gone: dest is as it was (empty).
-    assert partial_files(str(dest)) == []
-    assert dir_digest(str(dest)) == {}, "a killed pull left files in dest"
+    # Nothing was renamed into place: dest holds only the partial files, for the re-run to resume.
+    assert published_digest(str(dest)) == {}, "a killed pull left files in dest"
+    kept = partial_bytes_written(str(dest))
+    assert kept >= written
 
     restart(server)
     pulled, rerun_seconds, polls = rerun_after_kill(server, args, watcher, kill)
     assert pulled["changed"] is True and sorted(pulled["transferred"]) == sorted(expected)
+    # the server died, the module did not: every byte that arrived was recorded and is kept
+    assert pulled["bytes_resumed"] + pulled["bytes_transferred"] == total
+    assert pulled["bytes_resumed"] >= written - 2 * MIB, (written, pulled)
 
     final = watcher.observe_once()
     assert final[0] == "manifest" and final[1][1] == [], final
@@ -271,15 +279,13 @@ def test_pull_killed_mid_transfer_leaves_dest_untouched_and_rerun_completes(live
     assert got == expected
     assert partial_files(str(dest)) == []
     assert_clean_cache(str(cache))
-    # Last, after every safety check above passed: what the message tells the operator. It names the
-    # endpoint, bucket and key, but not what a re-run does (and a pull does not resume: the verified-
-    # then-renamed design discards the partial files, so a re-run downloads them again).
-    report = ("pull drill: killed after %.1f of %.1f MiB; pull %.1fs (%.1fs after the kill), re-run %.1fs; "
-              "%d observations while the module ran; message: %s"
+    # Last, after every safety check above passed: what the message tells the operator.
+    report = ("pull drill: killed after %.1f of %.1f MiB; pull %.1fs (%.1fs after the kill), re-run %.1fs "
+              "fetched %.1f MiB, resumed %.1f MiB; %d observations while the module ran; message: %s"
               % (written / MIB, total / MIB, kill["ended"] - kill["started"], kill["ended"] - kill["killed"],
-                 rerun_seconds, polls, msg))
+                 rerun_seconds, pulled["bytes_transferred"] / MIB, pulled["bytes_resumed"] / MIB, polls, msg))
     print(report)
-    assert "re-run" in msg, msg
+    assert "re-run resumes" in msg, msg
 
 
 def _shard_shas(client, bucket):
@@ -403,3 +409,69 @@ def test_pull_over_an_older_copy_never_shows_the_old_manifest_with_new_files(liv
     assert pulled["changed"] is True and len(seen) >= 2
     bad = [obs for obs in seen if obs[0] == "manifest" and obs[1][1]]
     assert bad == [], "after a rename, the local manifest vouched for files that do not match it: %s" % bad[0][1][1]
+
+
+PULLER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "roles", "vllm",
+                      "files", "vllm_s3_pull.py")
+
+
+def puller(server, bucket, dest, cache):
+    """The vllm role's init container command line and environment for ``dest``."""
+    from tests.helpers.sandbox import REPO_ROOT, process_env
+
+    conn = server.conn()
+    env = process_env({"S3_ENDPOINT_URL": conn["endpoint_url"], "AWS_ACCESS_KEY_ID": conn["access_key"],
+                       "AWS_SECRET_ACCESS_KEY": conn["secret_key"],
+                       "ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO_ROOT, ".collections")})
+    cmd = [sys.executable, PULLER, "--source", "s3://%s/%s/" % (bucket, PREFIX), "--dest", str(dest),
+           "--cache-dir", str(cache), "--concurrency", "2"]
+    return cmd, env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fraction", [0.5, 0.97])
+def test_puller_killed_mid_download_resumes(live, tmp_path, fraction):
+    """The init container's process is SIGKILLed (pod deleted, OOM, node drained) with ``fraction`` of the
+    bytes in its partial files; started again, it fetches only what no checkpoint had recorded, the
+    model verifies, and no partial file is left."""
+    import signal
+    import subprocess
+
+    from ansible_collections.llmops.serving.plugins.module_utils import s3_stage
+
+    server = live
+    bucket = "drill-puller-%d" % int(fraction * 100)
+    new_bucket(server, bucket)
+    model = tmp_path / "model"
+    expected = big_model(model, seed=9)
+    total = sum(size for size, _sha in expected.values())
+    pushed = run_stage(server.conn(), **stage_args("push", bucket, tmp_path / "push-cache", src=str(model)))
+    assert pushed.get("failed") is not True, pushed.get("msg")
+    dest = tmp_path / "cache" / "s3" / bucket / PREFIX
+    cmd, env = puller(server, bucket, dest, tmp_path / "cache" / ".llmops" / "hash-cache")
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    landed = wait_until(lambda: partial_bytes_written(str(dest)) >= fraction * total
+                        and partial_bytes_written(str(dest)), "%d%% of the bytes were downloaded" % (fraction * 100),
+                        proc, interval=0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    landed = partial_bytes_written(str(dest))
+    assert published_digest(str(dest)) == {}, "the killed puller published files"
+
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=300)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    got = dir_digest(str(dest))
+    assert got.pop(MANIFEST)[0] > 0
+    assert got == expected
+    assert partial_files(str(dest)) == []
+    refetched = summary["bytes_transferred"]
+    assert summary["bytes_resumed"] + refetched == total
+    # per request in flight (2), at most what arrived since its last checkpoint is fetched again
+    bound = total - landed + 2 * (s3_stage.PULL_CHECKPOINT + s3_stage.DOWNLOAD_CHUNK) + MIB
+    print("puller drill: killed at %.1f %% of %.1f MiB; restart fetched %.1f %% (bound %.1f %%), resumed %.1f %%"
+          % (100.0 * landed / total, total / MIB, 100.0 * refetched / total, 100.0 * bound / total,
+             100.0 * summary["bytes_resumed"] / total))
+    assert refetched <= bound, (landed, summary)

@@ -18,6 +18,7 @@ from tests.integration.s3_helpers import (
     ThrowawayMinio,
     client_for,
     delete_bucket,
+    kill_tree,
     run_stage,
     run_stage_full,
     sandbox_s3,
@@ -473,9 +474,9 @@ def test_role_publishes_checkpoints_and_hides_secrets(conn, client, bucket, mode
 
 
 def test_pull_of_multi_range_files_is_verified_and_leaves_no_partials(conn, client, bucket, model, tmp_path):
-    """Files larger than part_size come down as parallel ranged GETs into one temp file each; the
+    """Files larger than part_size come down as parallel ranged GETs into one partial file each; the
     SHA-256 (hashed in order as contiguous parts land) must match before the rename, and a mismatch
-    in the middle of a file fails the pull, names the file and leaves neither it nor a temp file."""
+    in the middle of a file fails the pull, names the file and leaves neither it nor its partial file."""
     big = model / "extra" / "big.bin"
     big.parent.mkdir()
     # 3 full 5 MiB ranges plus a 1-byte tail: the tail and the middle ranges are where ordering bugs show.
@@ -503,6 +504,157 @@ def test_pull_of_multi_range_files_is_verified_and_leaves_no_partials(conn, clie
                     **opts(tmp_path, concurrency=8, cache_dir=str(tmp_path / "pc2")))
     assert bad["failed"] is True
     assert "extra/big.bin" in bad["msg"] and "sha256" in bad["msg"]
+    # The bad file's partial is gone (its bytes are wrong); the verified files' partials stay for a re-run.
     leftovers = [p for p in dest2.rglob("*") if p.is_file()]
-    assert not [p for p in leftovers if p.name.endswith(".llmops-partial")], leftovers
+    assert not [p for p in leftovers if p.name.startswith(".big.bin.")], leftovers
     assert not (dest2 / "extra" / "big.bin").exists()
+    assert not [p for p in leftovers if not p.name.endswith(".llmops-partial")], "a file was published: %s" % leftovers
+
+
+# ---- resumable pulls (issue 22) ------------------------------------------------------------------
+
+# hidden=768, vocab=16384: two ~27 MiB shards, 58 MiB in all; with 5 MiB ranges, 12 ranged GETs.
+BIG = {"hidden": 768, "vocab": 16384}
+SHARD1 = "model-00001-of-00002.safetensors"
+SHARD2 = "model-00002-of-00002.safetensors"
+
+
+def partials(root):
+    return sorted(p for p in root.rglob("*") if p.name.endswith(".llmops-partial"))
+
+
+def partial_data_bytes(root):
+    """Bytes written into the partial data files under ``root`` (created sparse at full size, so
+    allocated blocks, not sizes, show the progress)."""
+    total = 0
+    for path in partials(root):
+        if not path.name.endswith(".progress.llmops-partial"):
+            try:
+                total += path.stat().st_blocks * 512
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def tree(root):
+    return dict((str(p.relative_to(root)), sha256(p)) for p in root.rglob("*")
+                if p.is_file() and p.name != MANIFEST and not p.name.endswith(".llmops-partial"))
+
+
+def kill_pull_at(conn, args, dest, fraction, total):
+    """Start a pull, SIGKILL it (module and Ansible) once ``fraction`` of ``total`` bytes are in its
+    partial files; returns the bytes on disk after the kill."""
+    proc = start_stage(conn, **args)
+    deadline = time.time() + 300
+    while partial_data_bytes(dest) < fraction * total:
+        assert proc.poll() is None, "the pull ended before the kill: %s" % proc.communicate()[0][-2000:]
+        assert time.time() < deadline, "the pull did not reach %d%% within 300 s" % (fraction * 100)
+        time.sleep(0.002)
+    kill_tree(proc)
+    assert not (dest / SHARD1).exists() and not (dest / SHARD2).exists(), "the killed pull published a shard"
+    return partial_data_bytes(dest)
+
+
+def unmarked_bound(concurrency):
+    """Bytes a killed pull may have written without recording them: per request in flight, what
+    arrived since its last checkpoint (plus one read buffer)."""
+    from ansible_collections.llmops.serving.plugins.module_utils import s3_stage
+
+    return concurrency * (s3_stage.PULL_CHECKPOINT + s3_stage.DOWNLOAD_CHUNK)
+
+
+@pytest.mark.parametrize("fraction", [0.5])  # later kills: the puller drill (tests/drills/test_drill_s3_kill.py)
+def test_pull_killed_resumes_fetching_only_what_is_missing(conn, client, bucket, tmp_path, fraction):
+    """SIGKILL the module mid-pull: the re-run keeps what its partial files recorded, fetches the rest,
+    verifies, and leaves no partial file; a partial file corrupted on disk between the runs is caught
+    by the SHA-256 check and fetched again."""
+    model = tmp_path / "model"
+    make_tiny_model(str(model), seed=21, **BIG)
+    want = tree(model)
+    total = sum((model / rel).stat().st_size for rel in want)
+    run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="resume", **opts(tmp_path))
+    dest = tmp_path / "dest"
+    args = dict(mode="pull", bucket=bucket, prefix="resume", dest=str(dest),
+                **opts(tmp_path, concurrency=2, cache_dir=str(tmp_path / "pull-cache")))
+    # under load the kill may land after the last byte (but before any rename): still a kill to resume from
+    landed = kill_pull_at(conn, args, dest, fraction, total)
+
+    check = run_stage(conn, check=True, **args)
+    assert check["changed"] is True and check["bytes_resumed"] > 0
+    assert check["bytes_resumed"] + check["bytes_transferred"] == total
+
+    resumed = run_stage(conn, **args)
+    assert resumed.get("failed") is not True, resumed.get("msg")
+    assert tree(dest) == want
+    assert partials(dest) == [], "partial files left after a successful re-run"
+    assert resumed["bytes_resumed"] + resumed["bytes_transferred"] == total
+    assert resumed["bytes_resumed"] == check["bytes_resumed"]
+    # what was on disk at the kill is kept, except what no checkpoint recorded yet (and block rounding)
+    assert resumed["bytes_transferred"] <= total - landed + unmarked_bound(2) + MIB, (landed, resumed)
+    print("pull killed at %.1f %% of %.1f MiB: re-run fetched %.1f %%, resumed %.1f %%"
+          % (100.0 * landed / total, total / MIB, 100.0 * resumed["bytes_transferred"] / total,
+             100.0 * resumed["bytes_resumed"] / total))
+
+    # Corrupt a byte the progress log says is on disk: the resumed file fails its SHA-256 and is
+    # fetched again from zero in the same run; nothing mixed is published.
+    (dest / SHARD1).unlink()
+    (dest / SHARD2).unlink()
+    landed = kill_pull_at(conn, args, dest, 0.5, total)
+    victim = max((p for p in partials(dest) if not p.name.endswith(".progress.llmops-partial")),
+                 key=lambda p: p.stat().st_blocks)
+    victim_blocks = victim.stat().st_blocks * 512 - MIB  # recorded bytes of it, give or take a checkpoint
+    with open(victim, "r+b") as handle:
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    size = victim.stat().st_size
+    fixed = run_stage(conn, **args)
+    assert fixed.get("failed") is not True, fixed.get("msg")
+    assert tree(dest) == want and partials(dest) == []
+    # the corrupted file counts as fetched whole, not as resumed
+    assert fixed["bytes_transferred"] >= size and fixed["bytes_resumed"] <= landed - victim_blocks, fixed
+
+
+def test_pull_resume_never_mixes_a_changed_object(conn, client, bucket, tmp_path):
+    """Between a killed pull and its re-run the staged model changes. A shard rewritten under the same
+    manifest SHA-256 (tampering that even fixed up the ETag) fails the re-run and publishes nothing;
+    a proper re-push (new manifest) makes the re-run drop that shard's old partial file, fetch the
+    new shard whole, resume the unchanged one, and leave no partial file of the dead run."""
+    model = tmp_path / "model"
+    make_tiny_model(str(model), seed=31, **BIG)
+    total = sum(p.stat().st_size for p in model.iterdir())
+    run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="mix", **opts(tmp_path))
+    dest = tmp_path / "dest"
+    args = dict(mode="pull", bucket=bucket, prefix="mix", dest=str(dest),
+                **opts(tmp_path, concurrency=2, cache_dir=str(tmp_path / "pull-cache")))
+    kill_pull_at(conn, args, dest, 0.6, total)
+
+    # tampering: shard 1's bytes change, its manifest entry keeps the SHA-256 and gets the new ETag
+    data = bytearray((model / SHARD1).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    key = "mix/" + SHARD1
+    etag = client.put_object(Bucket=bucket, Key=key, Body=bytes(data))["ETag"].strip('"')
+    manifest = json.loads(client.get_object(Bucket=bucket, Key="mix/" + MANIFEST)["Body"].read())
+    manifest["files"][SHARD1]["etag"] = etag
+    client.put_object(Bucket=bucket, Key="mix/" + MANIFEST, Body=json.dumps(manifest).encode())
+    refused = run_stage(conn, **args)
+    assert refused.get("failed") is True and SHARD1 in refused["msg"] and "sha256" in refused["msg"], refused
+    assert not (dest / SHARD1).exists() and not (dest / SHARD2).exists() and not (dest / MANIFEST).exists()
+    # the partial file whose object changed was not kept: it was dropped once its bytes failed the check
+    assert not [p for p in partials(dest) if p.name.startswith("." + SHARD1)], partials(dest)
+    # a partial file of an older collection version (random name): debris the next run removes
+    (dest / (".config.json.x7Gq2p." + "llmops-partial")).write_bytes(b"old")
+
+    # a proper re-push of the changed source: shard 1 has a new SHA-256, shard 2 is the same
+    (model / SHARD1).write_bytes(bytes(data))
+    repushed = run_stage(conn, mode="push", src=str(model), bucket=bucket, prefix="mix", **opts(tmp_path))
+    assert repushed.get("failed") is not True and repushed["transferred"] == [SHARD1], repushed
+    pulled = run_stage(conn, **args)
+    assert pulled.get("failed") is not True, pulled.get("msg")
+    assert tree(dest) == tree(model)
+    assert SHARD1 in pulled["transferred"]
+    assert pulled["bytes_transferred"] >= (model / SHARD1).stat().st_size, "shard 1 was not fetched whole"
+    assert pulled["bytes_resumed"] > 0, "nothing of the unchanged files was resumed"
+    assert pulled["partials_removed"] == 1 and pulled["changed"] is True
+    assert partials(dest) == []

@@ -10,6 +10,11 @@ Processes, all on 127.0.0.1 with free ports: etcd, kube-apiserver (RBAC, client-
 kube-controller-manager, kube-scheduler, kwok (fake nodes from nodes.yaml; pods scheduled onto
 them become Running/Ready), a PV provisioner (this file, `provisioner`), MinIO, and the LLM Engine
 gateway stand-in when present. Nothing runs in containers: no kubelet, no container starts.
+
+A sandbox shaped like a guide's cluster (tests/guides), chosen when it is first started:
+    LLMOPS_SANDBOX_NODES=sbx-l40-k3s,...   only these nodes of nodes.yaml (default: all of them)
+    LLMOPS_SANDBOX_S3_TLS=1                MinIO serves HTTPS with a certificate of a private CA
+                                           made for it (SANDBOX_S3_CA_BUNDLE in the env file)
 """
 
 import argparse
@@ -314,8 +319,9 @@ def https_ok(url, sb):
         return resp.status == 200
 
 
-def http_ok(url):
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - local sandbox URL
+def http_ok(url, cafile=None):
+    ctx = ssl.create_default_context(cafile=cafile) if cafile else None
+    with urllib.request.urlopen(url, timeout=5, context=ctx) as resp:  # noqa: S310 - local sandbox URL
         return resp.status == 200
 
 
@@ -376,12 +382,92 @@ def component_cmds(sb, bins):
                   "--address=127.0.0.1:%d" % p("minio"),
                   "--console-address=127.0.0.1:%d" % p("minio:console")],
     }
+    if s3_tls(sb):
+        cmds["minio"].append("--certs-dir=" + ensure_s3_pki(sb)[0])
     standin = os.path.join(HERE, "llm_engine_standin.py")
     if os.path.exists(standin):
         cmds["llm-engine-standin"] = [
             sys.executable, standin, "--host", "127.0.0.1", "--port", str(p("llm-engine-standin")),
             "--kubeconfig", sb.path("admin.kubeconfig"), "--namespace", "llm-engine"]
     return cmds, api_url
+
+
+def selected_nodes(sb):
+    """The Node objects of this sandbox: nodes.yaml, or the ones LLMOPS_SANDBOX_NODES names.
+
+    The choice is kept in the state on the first `up`; a later `up` with another choice fails with
+    the fix instead of leaving a cluster whose nodes differ from what its tests read.
+    """
+    import yaml
+
+    with open(os.path.join(HERE, "nodes.yaml"), encoding="utf-8") as handle:
+        items = yaml.safe_load(handle)["items"]
+    wanted = [name for name in os.environ.get("LLMOPS_SANDBOX_NODES", "").replace(" ", "").split(",") if name]
+    known = [item["metadata"]["name"] for item in items]
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise SystemExit("sandbox: LLMOPS_SANDBOX_NODES names %s, not in tests/sandbox/nodes.yaml; choose from %s"
+                         % (", ".join(unknown), ", ".join(known)))
+    chosen = wanted or known
+    before = sb.state.get("nodes")
+    if before and before != chosen:
+        raise SystemExit("sandbox in %s was started with nodes %s, not %s: purge it first (sandbox.py down --purge)"
+                         % (sb.dir, ",".join(before), ",".join(chosen)))
+    sb.state["nodes"] = chosen
+    return [item for item in items if item["metadata"]["name"] in chosen]
+
+
+def s3_tls(sb):
+    """Whether MinIO serves HTTPS (LLMOPS_SANDBOX_S3_TLS=1 on the first `up`; kept in the state)."""
+    if "s3_tls" not in sb.state:
+        sb.state["s3_tls"] = os.environ.get("LLMOPS_SANDBOX_S3_TLS", "") in ("1", "true", "yes")
+    return sb.state["s3_tls"]
+
+
+def ensure_s3_pki(sb):
+    """A private CA of its own for MinIO (not the cluster's CA) and MinIO's serving certificate.
+
+    MinIO reads public.crt and private.key from its --certs-dir and then serves only HTTPS.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    certs = sb.path("s3-pki", "certs")
+    ca_path = sb.path("s3-pki", "ca.crt")
+    if os.path.exists(os.path.join(certs, "public.crt")):
+        return certs, ca_path
+    os.makedirs(certs, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "llmops-sandbox-s3-private-ca")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=3650))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "minio")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    with open(os.path.join(certs, "private.key"), "wb") as handle:
+        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    os.chmod(os.path.join(certs, "private.key"), 0o600)
+    with open(os.path.join(certs, "public.crt"), "wb") as handle:
+        handle.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(ca_path, "wb") as handle:
+        handle.write(ca.public_bytes(serialization.Encoding.PEM))
+    return certs, ca_path
+
+
+def s3_endpoint(sb):
+    return "%s://127.0.0.1:%d" % ("https" if s3_tls(sb) else "http", sb.port("minio"))
 
 
 def minio_credentials(sb):
@@ -411,7 +497,8 @@ def up(sb):
     checks = {
         "etcd": lambda: http_ok("http://127.0.0.1:%d/health" % sb.port("etcd:client")),
         "kube-apiserver": lambda: https_ok(api_url + "/readyz", sb),
-        "minio": lambda: http_ok("http://127.0.0.1:%d/minio/health/live" % sb.port("minio")),
+        "minio": lambda: http_ok(s3_endpoint(sb) + "/minio/health/live",
+                                 cafile=ensure_s3_pki(sb)[1] if s3_tls(sb) else None),
         "llm-engine-standin": lambda: http_ok("http://127.0.0.1:%d/healthz" % sb.port("llm-engine-standin")),
     }
     restarted = set()
@@ -432,6 +519,7 @@ def up(sb):
 
     write_env(sb, bins, api_url, creds)
     wait_cluster_ready(sb, bins)
+    sb.save()
     log("up in %.1fs; env file: %s" % (time.time() - t0, sb.path("sandbox.env")))
 
 
@@ -441,19 +529,18 @@ def kubectl(sb, bins, *args, input_text=None, check=True):
 
 
 def bootstrap_cluster(sb, bins):
-    """Objects every sandbox has: the fake nodes, storage classes."""
-    for node in ("nodes.yaml", "storage.yaml"):
-        path = os.path.join(HERE, node)
-        res = kubectl(sb, bins, "create", "-f", path, check=False)
+    """Objects every sandbox has: the fake nodes (all, or the chosen ones), storage classes."""
+    # JSON, not YAML: kubectl would read a label value such as 08 back as a number
+    nodes = json.dumps({"apiVersion": "v1", "kind": "List", "items": selected_nodes(sb)})
+    for path, text in (("nodes.yaml", nodes), (os.path.join(HERE, "storage.yaml"), None)):
+        args = ("create", "-f", "-") if text else ("create", "-f", path)
+        res = kubectl(sb, bins, *args, input_text=text, check=False)
         if res.returncode != 0 and "AlreadyExists" not in res.stderr:
             raise SystemExit("sandbox: creating objects from %s failed:\n%s" % (path, res.stderr))
 
 
 def wait_cluster_ready(sb, bins):
-    import yaml
-
-    with open(os.path.join(HERE, "nodes.yaml"), encoding="utf-8") as handle:
-        names = [doc["metadata"]["name"] for doc in yaml.safe_load(handle)["items"]]
+    names = [doc["metadata"]["name"] for doc in selected_nodes(sb)]
 
     def nodes_ready():
         out = json.loads(kubectl(sb, bins, "get", "nodes", "-o", "json").stdout)
@@ -479,7 +566,7 @@ def write_env(sb, bins, api_url, creds):
         "SANDBOX_HELM": bins["helm"],
         "SANDBOX_BIN_PATH": bins["bin_path"],
         "SANDBOX_CRDS_DIR": bins["crds"],
-        "SANDBOX_S3_ENDPOINT": "http://127.0.0.1:%d" % sb.port("minio"),
+        "SANDBOX_S3_ENDPOINT": s3_endpoint(sb),
         "SANDBOX_S3_ACCESS_KEY": creds["access_key"],
         "SANDBOX_S3_SECRET_KEY": creds["secret_key"],
         "SANDBOX_S3_REGION": "us-east-1",
@@ -487,6 +574,8 @@ def write_env(sb, bins, api_url, creds):
         "AWS_SECRET_ACCESS_KEY": creds["secret_key"],
         "AWS_DEFAULT_REGION": "us-east-1",
     }
+    if s3_tls(sb):
+        values["SANDBOX_S3_CA_BUNDLE"] = ensure_s3_pki(sb)[1]
     if "llm-engine-standin" in sb.state.get("pids", {}):
         values["SANDBOX_LLM_ENGINE_URL"] = "http://127.0.0.1:%d" % sb.port("llm-engine-standin")
         values["SANDBOX_LLM_ENGINE_USER"] = "sandbox-user"

@@ -6,8 +6,10 @@
 Runs the same code as ``llmops.serving.s3_model_stage mode=pull`` (module_utils/s3_stage.py), so the
 copy is verified against the staging manifest with the same rules: a prefix without a complete,
 matching manifest is refused, every file is checked by size and SHA-256, files that are already
-intact in the cache are not downloaded again, and downloads land in temporary files that are
-renamed only after they verified.
+intact in the cache are not downloaded again, and downloads land in partial files that are
+renamed only after they verified. A pull that was killed (pod restart, node restart, S3 server gone)
+resumes on the next start: the bytes its partial files hold are kept and only the rest is fetched
+(``bytes_resumed`` in the summary line); partial files of other versions are removed first.
 
 The image needs python3, boto3 and the llmops.serving collection (for example the execution
 environment built from meta/execution-environment.yml). The role mounts this script from a
@@ -127,7 +129,8 @@ def main(argv=None, environ=None):
     for warning in getattr(ctx, "warnings", []):
         print("vllm_s3_pull: warning: %s" % warning, file=sys.stderr)
     summary = dict((key, result.get(key)) for key in ("changed", "files_total", "files_transferred", "files_skipped",
-                                                      "bytes_total", "bytes_transferred", "seconds"))
+                                                      "bytes_total", "bytes_transferred", "bytes_resumed",
+                                                      "partials_removed", "seconds"))
     print(json.dumps(dict(summary, source=args.source, dest=args.dest), sort_keys=True))
     return 0
 

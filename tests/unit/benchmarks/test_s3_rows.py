@@ -1,5 +1,7 @@
 """The results.json rows the S3 benchmark builds from its measurements (pure logic)."""
 
+import os
+
 import pytest
 
 from benchmarks import run_all
@@ -94,3 +96,57 @@ def test_resume_row_goal():
     assert row["met"] is True and row["ours"] == "46.9 % of the data set"
     resume["resent_fraction"] = 0.6
     assert by_metric(s3_bench.goal_rows(rows(), 4 * GIB, resume, "4 GiB", 2), "resume")["met"] is False
+
+
+def pull_resume(fraction, landed, refetched, resumed):
+    return {"fraction": fraction, "landed_at_kill": landed * 4 * GIB, "refetched": refetched * 4 * GIB,
+            "refetched_fraction": refetched, "resumed": resumed * 4 * GIB, "seconds": 9.0, "module_seconds": 6.5}
+
+
+def test_pull_resume_rows_sit_next_to_the_push_resume_row_with_their_goals():
+    resume = {"landed_at_kill": 0.56 * 4 * GIB, "resent_fraction": 0.469, "seconds": 13.6, "module_seconds": 10.7}
+    pulls = [pull_resume(0.5, 0.51, 0.505, 0.495), pull_resume(0.99, 0.992, 0.021, 0.979)]
+    out = s3_bench.goal_rows(rows(), 4 * GIB, resume, "4 GiB", 2, None, pulls)
+    metrics = [r["metric"] for r in out]
+    assert metrics.index("pull resume after a kill at ~50 %: bytes re-fetched") == metrics.index(
+        "resume after a kill: bytes re-sent") + 1
+    half = by_metric(out, "pull resume after a kill at ~50 %")
+    assert half["goal"] == "<= 55 % re-fetched" and half["met"] is True
+    assert half["ours"] == "50.5 % of the data set" and half["anchor"] == "bytes not on disk at the kill: 49.0 %"
+    assert half["ratio"] == pytest.approx(0.49 / 0.505, abs=1e-3)
+    assert "51.0 % of the bytes in its partial files" in half["notes"] and "kept 49.5 %" in half["notes"]
+    late = by_metric(out, "pull resume after a kill at ~99 %")
+    assert late["goal"] == "<= 5 % re-fetched" and late["met"] is True
+
+
+@pytest.mark.parametrize("fraction,refetched", [(0.5, 0.56), (0.99, 0.051)])
+def test_pull_resume_row_misses_its_goal_when_too_much_is_fetched_again(fraction, refetched):
+    row = s3_bench.pull_resume_row(pull_resume(fraction, fraction, refetched, 1 - refetched), 4 * GIB,
+                                   dict(s3_bench.PULL_RESUME_GOALS)[fraction])
+    assert row["met"] is False
+
+
+def test_pull_resume_row_of_a_rerun_that_fetched_nothing_has_no_ratio():
+    row = s3_bench.pull_resume_row(pull_resume(0.99, 1.0, 0.0, 1.0), 4 * GIB, 0.05)
+    assert row["ratio"] is None and row["met"] is True
+
+
+def test_no_pull_resume_rows_without_measurements():
+    out = s3_bench.goal_rows(rows(), 4 * GIB, None, "4 GiB", 2)
+    assert not [r for r in out if r["metric"].startswith("pull resume")]
+
+
+def test_partial_data_bytes_counts_written_blocks_of_data_files_only(tmp_path):
+    sub = tmp_path / "extra"
+    sub.mkdir()
+    data = sub / ".w.bin.0123456789abcdef.llmops-partial"
+    with open(data, "wb") as handle:
+        handle.truncate(64 * 1024 * 1024)  # sparse: nothing written yet
+    assert s3_bench.partial_data_bytes(str(tmp_path)) < 64 * 1024
+    with open(data, "r+b") as handle:
+        handle.write(b"x" * 1024 * 1024)
+        handle.flush()
+        os.fsync(handle.fileno())
+    (sub / ".w.bin.0123456789abcdef.progress.llmops-partial").write_bytes(b"y" * 300000)
+    (tmp_path / "config.json").write_bytes(b"z" * 300000)
+    assert 1024 * 1024 <= s3_bench.partial_data_bytes(str(tmp_path)) < 1024 * 1024 + 64 * 1024

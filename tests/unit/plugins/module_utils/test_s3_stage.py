@@ -476,22 +476,27 @@ def test_tiny_model_loads_with_reference_parsers(tiny):
 
 
 def test_part_body_reads_slices_rewinds_and_sizes():
-    data = bytes(range(256)) * 40
+    data = os.urandom(2 * st.SEND_CHUNK + 1000)
     body = st.PartBody(memoryview(bytearray(data)))
     assert len(body) == len(data) and body.tell() == 0
-    first = body.read(1000)
-    assert bytes(first) == data[:1000] and body.tell() == 1000
+    # urllib3 asks for 16 KiB blocks: a read hands out SEND_CHUNK bytes instead (fewer trips through Python)
+    first = body.read(16384)
+    assert bytes(first) == data[:st.SEND_CHUNK] and body.tell() == st.SEND_CHUNK
+    bigger = body.read(st.SEND_CHUNK + 10)
+    assert bytes(bigger) == data[st.SEND_CHUNK:2 * st.SEND_CHUNK + 10]
     rest = body.read()
-    assert bytes(rest) == data[1000:] and not body.read(10)
-    assert body.seek(0) == 0 and bytes(body.read(5)) == data[:5]
+    assert bytes(rest) == data[2 * st.SEND_CHUNK + 10:] and not body.read(10)
+    assert body.seek(0) == 0 and bytes(body.read(5)) == data[:st.SEND_CHUNK]
     assert body.seek(-3, 2) == len(data) - 3 and bytes(body.read(100)) == data[-3:]
     assert body.seek(10, 1) == len(data)  # clamped to the end
-    # what botocore does for the SigV4 payload hash: read in chunks until an empty chunk
-    body.seek(0)
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: body.read(1024), b""):
-        digest.update(chunk)
-    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+    # what botocore does for the SigV4 payload hash and urllib3 for the socket: read in chunks until
+    # an empty chunk; every byte comes out exactly once, in order
+    for size in (1024, 16384, 1024 * 1024):
+        body.seek(0)
+        digest = hashlib.sha256()
+        for chunk in iter(lambda size=size: body.read(size), b""):
+            digest.update(chunk)
+        assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 def test_read_part_fills_from_offset_and_reports_short_reads(tmp_path):
@@ -505,3 +510,7 @@ def test_read_part_fills_from_offset_and_reports_short_reads(tmp_path):
         assert st.read_part(fd, buf, len(data) - 10) == 10 and bytes(buf[:10]) == data[-10:]
     finally:
         os.close(fd)
+
+
+def test_default_concurrency_is_16_on_small_machines_and_scales_with_cores_up_to_32():
+    assert [st.default_concurrency(c) for c in (None, 1, 2, 8, 12, 16, 32, 128)] == [16, 16, 16, 16, 24, 32, 32, 32]
