@@ -23,6 +23,8 @@ def _plain(data):
         return dict((key, _plain(value)) for key, value in data.items())
     if isinstance(data, (list, tuple)):
         return [_plain(item) for item in data]
+    if isinstance(data, str):
+        return str(data)  # Ansible's unsafe/lazy str subclasses: yaml.safe_dump refuses them
     return data
 
 
@@ -82,6 +84,21 @@ def _missing_secrets(lookups):
     return logic.missing_secrets(references, found)
 
 
+def _service_config(values, namespace, redis_password=None):
+    try:
+        return logic.service_config_document(_plain(values), _plain(namespace), _plain(redis_password) or None)
+    except logic.ModelEngineInputError as exc:
+        raise AnsibleFilterError("model_engine: " + "; ".join(to_native(e) for e in exc.errors)) from None
+
+
+def _redis_notes(redis):
+    return logic.redis_upstream_notes(_plain(redis))
+
+
+def _cluster_conflicts(priority_classes, release, namespace, reuse=False):
+    return logic.cluster_scoped_conflicts(_plain(priority_classes), _plain(release), _plain(namespace), bool(reuse))
+
+
 class FilterModule(object):
     """llmops.serving model_engine filters."""
 
@@ -97,4 +114,7 @@ class FilterModule(object):
             "model_engine_secret_refs": _secret_refs,
             "model_engine_missing_secrets": _missing_secrets,
             "model_engine_keda_auth": _keda_auth,
+            "model_engine_service_config": _service_config,
+            "model_engine_redis_notes": _redis_notes,
+            "model_engine_cluster_conflicts": _cluster_conflicts,
         }

@@ -73,9 +73,12 @@ RESTRICTED_LABELS = ("user_id", "endpoint_name")
 RESERVED_METADATA_KEYS = ("_llm", "_CONVERTED_FROM_ARTIFACT_LIKE")
 LLM_METADATA_KEY = "_llm"
 ENGINE_ARGS_METADATA_KEY = "vllm_additional_args"
-# common/resource_limits.py MAX_ENDPOINT_SIZE (50 in upstream code; an older design note said 250).
-MAX_WORKERS = 50
-CHECKPOINT_PREFIXES = ("s3://", "azure://")
+# MAX_ENDPOINT_SIZE, pinned upstream model_engine_server/common/resource_limits.py:21 (250), checked in
+# domain/use_cases/model_endpoint_use_cases.py:126.
+MAX_WORKERS = 250
+# validate_checkpoint_path_uri, domain/use_cases/llm_model_endpoint_use_cases.py:563-572 (plus any
+# *.blob.core.windows.net URL).
+CHECKPOINT_PREFIXES = ("s3://", "azure://", "gs://")
 CHAT_TEMPLATE_MAX_LENGTH = 10000
 # Instance limits per GPU type (cpus, memory, storage) and what the HTTP forwarder sidecar takes
 # from them (common/resource_limits.py); the user's request plus the forwarder must fit.
@@ -616,7 +619,7 @@ def validation_errors(desired, current=None, name=None, scale_from_zero=False):
     if checkpoint is not None:
         if not (checkpoint.startswith(CHECKPOINT_PREFIXES) or "blob.core.windows.net" in checkpoint):
             errors.append("checkpoint_path %r: LLM Engine loads weights only from s3:// (any "
-                          "S3-compatible store) or azure:// paths; stage the model to a bucket and "
+                          "S3-compatible store), gs:// or azure:// paths; stage the model to a bucket and "
                           "give its s3:// prefix" % checkpoint)
         elif checkpoint.endswith(".tar"):
             errors.append("checkpoint_path %r: tar files are not supported; point at the directory "

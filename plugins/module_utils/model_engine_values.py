@@ -60,18 +60,19 @@ _INFRA_KEYS = (
     "cloud_provider", "k8s_cluster_name", "dns_host_domain", "default_region", "ml_account_id",
     "docker_repo_prefix", "s3_bucket", "redis_host", "redis_aws_secret_name", "profile_ml_worker",
     "profile_ml_inference_worker", "identity_service_url", "firehose_role_arn",
-    "firehose_stream_name", "prometheus_server_address", "celery_broker_type_redis",
-    "celery_enable_sha256", "docker_registry_type", "debug_mode", "gcp_project_id",
+    "firehose_stream_name", "prometheus_server_address",
+    "docker_registry_type", "gcp_project_id",
     "db_engine_pool_size", "db_engine_max_overflow", "db_engine_echo", "db_engine_echo_pool",
     "db_engine_disconnect_strategy",
 )
 
-# model_engine_server.common.config.HostedModelInferenceServiceConfig: the server builds it with
-# HostedModelInferenceServiceConfig(**data), so every required field must be present.
-# `dd_trace_enabled` is required too, but the chart writes it itself from the top-level value
-# (a second one in config.values.launch would make a duplicate YAML key).
+# model_engine_server.common.config.HostedModelInferenceServiceConfig (common/config.py:50-83 of the
+# pinned source): the server builds it with cls(**data) (config.py:86-87), so every field without a
+# default must be present. `dd_trace_enabled` and `gateway_namespace` are required too, but the chart
+# writes them itself (templates/service_config_map.yaml:13-14): a second entry in config.values.launch
+# would make a duplicate YAML key.
 LAUNCH_REQUIRED_KEYS = (
-    "gateway_namespace", "endpoint_namespace", "billing_queue_arn", "sqs_profile",
+    "endpoint_namespace", "billing_queue_arn", "sqs_profile",
     "sqs_queue_policy_template", "sqs_queue_tag_template", "model_primitive_host",
     "cloud_file_llm_fine_tune_repository", "hf_user_fine_tuned_weights_prefix", "istio_enabled",
     "tgi_repository", "vllm_repository", "lightllm_repository",
@@ -81,7 +82,7 @@ LAUNCH_REQUIRED_KEYS = (
 )
 _LAUNCH_OPTIONAL_KEYS = (
     "cache_redis_aws_url", "cache_redis_azure_host", "cache_redis_aws_secret_name",
-    "cache_redis_onprem_url", "sglang_repository", "dd_trace_enabled",
+    "cache_redis_onprem_url", "cache_redis_gcp_url", "sglang_repository",
 )
 INFRA_REQUIRED_KEYS = (
     "cloud_provider", "k8s_cluster_name", "dns_host_domain", "default_region", "ml_account_id",
@@ -94,11 +95,11 @@ KNOWN_VALUES = {
     "serviceIdentifier": ANY,
     "serviceBuilderQueue": ANY,
     "message": ANY,
-    "image": {"gatewayRepository": ANY, "builderRepository": ANY, "cacherRepository": ANY,
-              "forwarderRepository": ANY, "pullPolicy": ANY},
+    # the cacher runs image.gatewayRepository (templates/cacher_deployment.yaml:42)
+    "image": {"gatewayRepository": ANY, "builderRepository": ANY, "forwarderRepository": ANY,
+              "pullPolicy": ANY},
     "imagePullSecrets": ANY,
     "secrets": {"kubernetesDatabaseSecretName": ANY, "cloudDatabaseSecretName": ANY},
-    "keyvaultName": ANY,
     "db": {"runDbInitScript": ANY, "runDbMigrationScript": ANY},
     "serviceAccount": {"annotations": ANY, "namespaces": ANY},
     "imageBuilderServiceAccount": {"create": ANY, "annotations": ANY, "namespaces": ANY},
@@ -117,15 +118,15 @@ KNOWN_VALUES = {
         "prewarming": {"enabled": ANY},
     },
     "celery_autoscaler": {"enabled": ANY, "num_shards": ANY},
-    "podDisruptionBudget": {"enabled": ANY, "minAvailable": ANY},
+    "podDisruptionBudget": {"enabled": ANY, "minAvailable": ANY, "maxUnavailable": ANY},
     "resources": ANY,
     "nodeSelector": ANY,
     "tolerations": ANY,
     "affinity": ANY,
     "podSecurityContext": ANY,
     "containerSecurityContext": ANY,
-    "aws": {"configMap": {"name": ANY, "create": ANY, "mountPath": ANY}, "profileName": ANY,
-            "s3WriteProfileName": ANY},
+    "aws": {"configMap": {"name": ANY, "create": ANY, "mountPath": ANY, "namespaces": ANY},
+            "profileName": ANY, "s3WriteProfileName": ANY},
     "azure": ANY,
     "gcp": {"project_id": ANY, "pubsub_topic_prefix": ANY, "pubsub_subscription_prefix": ANY,
             "inference_service_account": ANY, "iam_service_account": ANY},
@@ -134,13 +135,19 @@ KNOWN_VALUES = {
                         "serviceAccountAnnotations": ANY, "awsConfigMapName": ANY},
     "config": {
         "values": {
-            "infra": dict((key, ANY) for key in _INFRA_KEYS),
-            "launch": dict((key, ANY) for key in LAUNCH_REQUIRED_KEYS + _LAUNCH_OPTIONAL_KEYS),
+            "infra": dict((key, ANY) for key in _INFRA_KEYS
+                          + ("celery_broker_type_redis", "celery_enable_sha256", "debug_mode")),
+            # gateway_namespace and dd_trace_enabled are known but forbidden (FORBIDDEN_VALUES)
+            "launch": dict((key, ANY) for key in LAUNCH_REQUIRED_KEYS + _LAUNCH_OPTIONAL_KEYS
+                           + ("gateway_namespace", "dd_trace_enabled")),
         },
         "file": {"launch": ANY, "infra": ANY},
     },
     "triton": {"image": {"repository": ANY, "tag": ANY}},
     "imageCache": {"devices": ANY},
+    "endpointBuilder": {"readinessProbe": ANY},
+    "populateFineTuningRepository": ANY,
+    "restartKedaOperator": ANY,
     "celeryBrokerType": ANY,
     "celeryBrokerUrl": ANY,
     "celeryResultBackend": ANY,
@@ -159,8 +166,7 @@ KNOWN_VALUES = {
     "s3EndpointUrl": ANY,
     "keda": {"cooldownPeriod": ANY},
     "inferenceFramework": {"vllm": ANY, "deepspeed": ANY, "text_generation_inference": ANY,
-                           "lightllm": ANY, "tensorrt_llm": ANY, "sglang": ANY,
-                           "vllm_batch": ANY, "vllm_batch_v2": ANY},
+                           "lightllm": ANY, "tensorrt_llm": ANY, "vllm_batch": ANY, "vllm_batch_v2": ANY},
     "extraEnvVars": ANY,
     "extraVolumes": ANY,
     "extraVolumeMounts": ANY,
@@ -170,11 +176,7 @@ KNOWN_VALUES = {
     "automountServiceAccountToken": ANY,
     "utilityImages": ANY,
     "gpuTolerations": ANY,
-    "gunicorn": {"workerTimeout": ANY, "gracefulTimeout": ANY, "keepAlive": ANY,
-                 "workerClass": ANY},
-    "gateway": {"sidecarCPURequest": ANY, "readinessProbeTimeoutSeconds": ANY},
     "forwarder": {"forceUseIPv4": ANY},
-    "wasmPlugin": {"enabled": ANY},
     # Internal record of how the release was rendered (see build_values); the chart ignores it.
     "llmopsServing": ANY,
 }
@@ -189,6 +191,14 @@ FORBIDDEN_VALUES = {
                                "model_engine_context instead",
     "config.values.launch.dd_trace_enabled": "is written by the chart from the top-level dd_trace_enabled; "
                                              "a second entry makes a duplicate YAML key",
+    "config.values.launch.gateway_namespace": "is written by the chart from the release namespace; a second "
+                                              "entry makes a duplicate YAML key",
+    "config.values.infra.celery_broker_type_redis": "is written by the chart from the top-level "
+                                                    "celery_broker_type_redis; a second entry makes a duplicate "
+                                                    "YAML key",
+    "config.values.infra.celery_enable_sha256": "is written by the chart from the top-level "
+                                                "celery_enable_sha256; set that instead",
+    "config.values.infra.debug_mode": "is written by the chart from the top-level debug_mode; set that instead",
     "redis.auth": "would put the Redis password into the Helm values in clear text; pass the Secret by "
                   "reference (redis_connection.password_secret_name/password_secret_key)",
 }
@@ -313,7 +323,8 @@ INFERENCE_FRAMEWORKS = {
                                   "text-generation-inference"),
     "lightllm": ("lightllm_repository", "lightllm", "lightllm"),
     "tensorrt_llm": ("tensorrt_llm_repository", "tensorrt_llm", "tensorrt-llm"),
-    "sglang": ("sglang_repository", "sglang", "sglang"),
+    # the chart's inference-framework ConfigMap has no sglang tag (templates/inference_framework_config.yaml)
+    "sglang": ("sglang_repository", None, "sglang"),
     "deepspeed": (None, "deepspeed", None),
 }
 
@@ -329,6 +340,24 @@ REDIS_CA_MOUNT_DIR = "/etc/llmops/redis-ca"
 REDIS_CA_FILE = "ca.crt"
 REDIS_CA_VOLUME = "llmops-redis-ca"
 
+# The server's launch service config as a Secret of the role's (the cache URL carries the Redis
+# password, see service_config_document), mounted into the gateway, builder and cacher and named by
+# config.file.launch (env DEPLOY_SERVICE_CONFIG_PATH, chart templates/_helpers.tpl:341-345). The infra
+# config stays the chart's ConfigMap at the chart's own default path (_helpers.tpl:349-350, 243-248).
+SERVICE_CONFIG_SECRET = "model-engine-llmops-service-config"  # noqa: S105 - a Secret's name
+SERVICE_CONFIG_KEY = "service_config.yaml"
+SERVICE_CONFIG_DIR = "/etc/llmops/service-config"
+SERVICE_CONFIG_VOLUME = "llmops-service-config"
+INFRA_CONFIG_PATH = "/workspace/model-engine/model_engine_server/core/configs/config.yaml"
+# Redis database of the Celery result backend: upstream's broker uses the TaskVisibility indexes 0-3
+# (core/celery/app.py:80-83, get_redis_endpoint(task_visibility) at app.py:493), the cache db 15 by default.
+RESULT_BACKEND_REDIS_DB = 14
+
+# Private S3 CA (HTTPS endpoint signed by a CA of your own): mounted into the gateway, builder and cacher.
+S3_CA_DIR = "/etc/llmops/s3-ca"
+S3_CA_FILE = "ca.crt"
+S3_CA_VOLUME = "llmops-s3-ca"
+
 
 def redis_tls_query(ca_file):
     """Query string that makes redis-py (``Redis.from_url``) and kombu verify the server certificate.
@@ -340,13 +369,6 @@ def redis_tls_query(ca_file):
     if ca_file:
         query += "&ssl_ca_certs=" + _url_quote(ca_file, safe="")
     return query
-
-
-def _falsy_for_quoted_config(value):
-    """The chart writes every config.values entry as a quoted string (``{{ $value | quote }}``), and
-    the server reads it into a dataclass without conversion: ``false`` arrives as the string
-    "false", which Python treats as true. An empty string is the only false value that survives."""
-    return "" if value is False else value
 
 
 def _secret_ref_ok(errors, label, name, key):
@@ -436,6 +458,93 @@ def validate_recommended_hardware(hardware, gpu_types, errors):
                       "byModelName)" % ", ".join(unknown_tables))
 
 
+def cache_redis_url(scheme, host, port, db, password=None):
+    """``scheme://[:password@]host:port/db``, the password URL-quoted (redis-py unquotes it)."""
+    auth = (":%s@" % _url_quote(str(password), safe="")) if password else ""
+    return "%s://%s%s:%d/%d" % (scheme, auth, host, int(port), int(db))
+
+
+def result_backend_url(scheme, host, port, db, with_password, ca_file):
+    """CELERY_RESULT_BACKEND: the role's Redis; the password as $(REDIS_AUTH_TOKEN), which Kubernetes
+    expands from the env var the chart defines before it. Celery's redis backend wants ssl_cert_reqs in
+    a rediss:// URL."""
+    auth = ":$(REDIS_AUTH_TOKEN)@" if with_password else ""
+    url = "%s://%s%s:%d/%d" % (scheme, auth, host, int(port), int(db))
+    if scheme == "rediss":
+        url += "?" + redis_tls_query(ca_file)
+    return url
+
+
+def gpu_toleration_problems(tolerations):
+    """Tolerations the chart cannot express for endpoint pods.
+
+    The chart renders each gpuTolerations entry as ``key: <key>, operator: Exists, effect: NoSchedule``
+    (templates/service_template_config_map.yaml:113-117 and the same block at :582, :861, :1212):
+    the value is dropped (Exists covers it) but so is any other effect, so a NoExecute taint stays
+    untolerated and the endpoint pods are never scheduled (or are evicted)."""
+    problems = []
+    for toleration in tolerations or []:
+        effect = toleration.get("effect") or ""
+        if effect in ("NoExecute", ""):
+            problems.append(
+                "GPU nodes are tainted %s%s:%s, but LLM Engine's chart gives endpoint pods only "
+                "'%s Exists NoSchedule' tolerations (charts/model-engine "
+                "templates/service_template_config_map.yaml:113-117): they would never run there. Change the "
+                "taint's effect to NoSchedule (kubectl taint nodes ... %s:NoSchedule) and run gpu_discovery again" % (
+                    toleration.get("key"), ("=" + str(toleration["value"])) if toleration.get("value") else "",
+                    effect or "<any effect>", toleration.get("key"), toleration.get("key")))
+    return problems
+
+
+def redis_upstream_notes(redis):
+    """Warnings for what upstream LLM Engine does with this Redis regardless of the role's settings.
+
+    Upstream's Celery broker URL (core/celery/app.py:199-216, get_redis_endpoint) is
+    ``rediss://:TOKEN@host:port/N?ssl_cert_reqs=none`` whenever REDIS_AUTH_TOKEN is set, else
+    ``redis://host:port/N``: TLS is forced by the password and never verified."""
+    redis = redis or {}
+    notes = []
+    password = bool(redis.get("password_secret_name"))
+    tls = bool(redis.get("tls"))
+    if password and not tls:
+        notes.append("Redis has a password but no TLS: LLM Engine's Celery broker connects with rediss:// whenever "
+                     "REDIS_AUTH_TOKEN is set (model_engine_server/core/celery/app.py:212-214) and cannot reach this "
+                     "Redis; turn TLS on in the redis role (redis_tls_enabled: true)")
+    if password and tls:
+        notes.append("Redis TLS: LLM Engine's Celery broker does not verify the server certificate "
+                     "(ssl_cert_reqs=none, model_engine_server/core/celery/app.py:214, and get_redis_instance at "
+                     ":218-230); the cache (SSL_CERT_FILE) and the result backend (ssl_ca_certs) do. Upstream has no "
+                     "setting for it")
+    if tls and not password:
+        notes.append("Redis TLS without a password: LLM Engine's Celery broker uses redis:// when REDIS_AUTH_TOKEN is "
+                     "unset (model_engine_server/core/celery/app.py:215) and cannot reach a TLS-only Redis; set a "
+                     "password Secret (redis_connection.password_secret_name)")
+    return notes
+
+
+def service_config_document(values, namespace, redis_password=None):
+    """The server's launch service config (``HostedModelInferenceServiceConfig``) as YAML text, for the
+    role's Secret that config.file.launch points at.
+
+    The chart's own ConfigMap cannot be used: it writes dd_trace_enabled quoted (the string "false",
+    which the server's `if hmi_config.dd_trace_enabled` reads as true; templates/service_config_map.yaml:13,
+    api/dependencies.py:192) and the cache URL there has no password, which upstream uses as written
+    (common/config.py:96-99). Here: the same launch values, dd_trace_enabled and gateway_namespace as
+    the chart writes them but typed, and the cache URL with the password."""
+    launch = copy.deepcopy(((values.get("config") or {}).get("values") or {}).get("launch") or {})
+    launch["gateway_namespace"] = namespace
+    launch["dd_trace_enabled"] = bool(values.get("dd_trace_enabled"))
+    url = launch.get("cache_redis_onprem_url")
+    if url and redis_password:
+        match = re.match(r"^(rediss?)://([^/:@]+):(\d+)/(\d+)$", url)
+        if not match:
+            raise ModelEngineInputError(["config.values.launch.cache_redis_onprem_url %r is not "
+                                         "redis[s]://host:port/db; the role cannot add the password to it" % url])
+        launch["cache_redis_onprem_url"] = cache_redis_url(match.group(1), match.group(2), match.group(3),
+                                                           match.group(4), redis_password)
+    return yaml.safe_dump(launch, default_flow_style=False, sort_keys=True)
+
+
 def _registry_join(prefix, name):
     if not prefix:
         return name
@@ -471,10 +580,14 @@ def build_values(inputs):
         errors.append("model_engine_image_repository is required: the repository of the LLM Engine "
                       "server image in your registry, e.g. registry.local/llm-engine/model-engine")
     overrides = inputs.get("image_repositories") or {}
+    if "cacher" in overrides:
+        errors.append("model_engine_image_repositories.cacher has no effect: the chart runs the cacher from "
+                      "the gateway's image (charts/model-engine templates/cacher_deployment.yaml:42); remove it, "
+                      "or set model_engine_image_repositories.gateway")
     bad_components = sorted(set(overrides) - {"gateway", "builder", "cacher", "forwarder"})
     if bad_components:
         errors.append("model_engine_image_repositories has unknown components %s (known: gateway, "
-                      "builder, cacher, forwarder)" % ", ".join(bad_components))
+                      "builder, forwarder)" % ", ".join(bad_components))
 
     # inference framework images: repository + pinned tag for each framework in use
     frameworks = inputs.get("inference_images") or {}
@@ -582,6 +695,10 @@ def build_values(inputs):
             errors.append("model_staging_checkpoints %s are in bucket %r, not in model_engine_s3_bucket %r: "
                           "the inference pods' credentials are for one bucket; stage them into %r"
                           % (", ".join(models), other, bucket, bucket))
+    s3_ca = inputs.get("s3_ca_configmap") or ""
+    if s3_ca and (not _DNS_LABEL.match(str(s3_ca)) or len(str(s3_ca)) > 253):
+        errors.append("model_engine_s3_ca_configmap %r is not a valid ConfigMap name (lowercase letters, digits "
+                      "and '-')" % (s3_ca,))
     s3_secret = inputs.get("s3_credentials_secret") or ""
     access_key_key = inputs.get("s3_access_key_key") or "AWS_ACCESS_KEY_ID"
     secret_key_key = inputs.get("s3_secret_key_key") or "AWS_SECRET_ACCESS_KEY"
@@ -600,6 +717,7 @@ def build_values(inputs):
     if not gpu_types and inputs.get("require_gpu", True):
         errors.append("no GPU types discovered (gpu_discovery_types is empty): run the gpu_discovery "
                       "role first, or set model_engine_require_gpu: false for a CPU-only control plane")
+    errors.extend(gpu_toleration_problems(gpu_tolerations(gpu_types)))
     hardware = inputs.get("recommended_hardware")
     if hardware is None:
         hardware = {"byGpuMemoryGb": [], "byModelName": []}
@@ -629,7 +747,6 @@ def build_values(inputs):
 
     docker_repo_prefix = inputs.get("docker_repo_prefix") or registry or repository.rsplit("/", 1)[0]
     launch = {
-        "gateway_namespace": namespace,
         "endpoint_namespace": endpoint_namespace,
         # AWS-named fields the server still requires; harmless on-prem placeholders.
         "billing_queue_arn": "none",
@@ -641,18 +758,19 @@ def build_values(inputs):
             bucket, (inputs.get("fine_tune_prefix") or "llm-ft-job-repository").strip("/")),
         "hf_user_fine_tuned_weights_prefix": "s3://%s/%s" % (
             bucket, (inputs.get("fine_tuned_weights_prefix") or "fine_tuned_weights").strip("/")),
-        "istio_enabled": _falsy_for_quoted_config(bool(inputs.get("istio_enabled", False))),
-        "sensitive_log_mode": _falsy_for_quoted_config(bool(inputs.get("sensitive_log_mode", False))),
+        # real booleans: the chart writes them unquoted (templates/service_config_map.yaml:17-18)
+        "istio_enabled": bool(inputs.get("istio_enabled", False)),
+        "sensitive_log_mode": bool(inputs.get("sensitive_log_mode", False)),
         "batch_inference_vllm_repository": _registry_join(docker_repo_prefix, "llm-engine/batch-infer-vllm"),
         "user_inference_base_repository": _registry_join(docker_repo_prefix, "launch/inference"),
         "user_inference_pytorch_repository": _registry_join(docker_repo_prefix, "launch/inference/pytorch"),
         "user_inference_tensorflow_repository": _registry_join(docker_repo_prefix, "launch/inference/tf"),
         "docker_image_layer_cache_repository": _registry_join(docker_repo_prefix, "launch-docker-build-cache"),
-        # No password here (values are not secret): LLM Engine adds REDIS_AUTH_TOKEN (from
-        # redis.authSecretName) to a cache URL without userinfo. With TLS the URL names the mounted CA.
-        "cache_redis_onprem_url": "%s://%s:%d/%d%s" % (
-            scheme, redis_host, redis_port, cache_db,
-            ("?" + redis_tls_query(ca_file)) if scheme == "rediss" else ""),
+        # Without the password (values are not secret): the server reads the copy with the password
+        # from the role's service-config Secret (service_config_document). No query string: upstream's
+        # cache_redis_db_index takes the text after the last "/" (common/config.py:149-156), so
+        # "/15?ssl_cert_reqs=..." would read as db 0; the CA comes from SSL_CERT_FILE instead.
+        "cache_redis_onprem_url": cache_redis_url(scheme, redis_host, redis_port, cache_db),
     }
     framework_tags = {}
     for framework, (repo_key, tag_key, default_name) in sorted(INFERENCE_FRAMEWORKS.items()):
@@ -660,7 +778,7 @@ def build_values(inputs):
         # every repository the server requires gets one; optional ones only when configured
         if repo_key and (repo_key in LAUNCH_REQUIRED_KEYS or spec.get("repository")):
             launch[repo_key] = spec.get("repository") or _registry_join(docker_repo_prefix, default_name)
-        if spec.get("tag"):
+        if tag_key and spec.get("tag"):
             framework_tags[tag_key] = str(spec["tag"])
 
     infra = {
@@ -673,7 +791,6 @@ def build_values(inputs):
         "docker_registry_type": "onprem",
         "s3_bucket": bucket,
         "redis_host": redis_host,
-        "celery_broker_type_redis": True,
     }
     if inputs.get("prometheus_server_address"):
         infra["prometheus_server_address"] = inputs["prometheus_server_address"]
@@ -686,6 +803,20 @@ def build_values(inputs):
                          "valueFrom": {"secretKeyRef": {"name": s3_secret, "key": secret_key_key}}})
     if s3_endpoint:
         env_vars.append({"name": "AWS_ENDPOINT_URL_S3", "value": s3_endpoint})
+    # Celery result backend: upstream picks "s3" on-prem (service_builder/celery.py:31-35), whose backend
+    # needs a boto3 session that only AWS gets (core/celery/app.py:556-579, core/celery/s3.py:39-41).
+    # Celery reads CELERY_RESULT_BACKEND from the environment before its own settings. Set through
+    # extraEnvVars, which the chart writes after REDIS_AUTH_TOKEN (templates/_helpers.tpl:382-386, 430-432),
+    # so that $(REDIS_AUTH_TOKEN) expands; the chart's own celeryResultBackend comes before it (:378-380).
+    env_vars.append({"name": "CELERY_RESULT_BACKEND", "value": result_backend_url(
+        scheme, redis_host, redis_port, int(inputs.get("result_backend_redis_db", RESULT_BACKEND_REDIS_DB)),
+        bool(password_secret), ca_file)})
+    if ca_file:
+        # redis-py verifies against the default CA paths when the URL names none; OpenSSL reads
+        # SSL_CERT_FILE for them. This is how the cache URL (no query string, see above) finds the CA.
+        env_vars.append({"name": "SSL_CERT_FILE", "value": ca_file})
+    if s3_ca:
+        env_vars.append({"name": "AWS_CA_BUNDLE", "value": S3_CA_DIR + "/" + S3_CA_FILE})
 
     replicas = inputs.get("replicas") or {}
     values = {
@@ -694,7 +825,6 @@ def build_values(inputs):
         "image": {
             "gatewayRepository": component_repository("gateway"),
             "builderRepository": component_repository("builder"),
-            "cacherRepository": component_repository("cacher"),
             "forwarderRepository": component_repository("forwarder"),
             "pullPolicy": inputs.get("image_pull_policy") or "IfNotPresent",
         },
@@ -713,7 +843,12 @@ def build_values(inputs):
             "securityContext": {"capabilities": {"drop": ["all"]}},
         },
         "service": {"type": service_type, "port": int(inputs.get("service_port") or 80)},
-        "virtualservice": {"enabled": bool(inputs.get("istio_enabled", False))},
+        # The VirtualService's hosts are "<fullname>.<hostDomain>" and its gateways the list as given
+        # (templates/istio-virtualservice.yaml:14-21); without both it renders hosts: null, gateways: null.
+        # "mesh": the sidecars of the mesh route to the gateway Service under its cluster DNS name.
+        "virtualservice": {"enabled": bool(inputs.get("istio_enabled", False)),
+                           "hostDomains": ["%s.svc.%s" % (namespace, inputs.get("dns_host_domain") or "cluster.local")],
+                           "gateways": ["mesh"]},
         "destinationrule": {"enabled": bool(inputs.get("istio_enabled", False))},
         "hostDomain": {"prefix": "http://"},
         "replicaCount": {"gateway": int(replicas.get("gateway", 1)),
@@ -738,8 +873,9 @@ def build_values(inputs):
         "triton": {"image": {"repository": _registry_join(docker_repo_prefix, "tritonserver"), "tag": tag}},
         "recommendedHardware": {"byGpuMemoryGb": copy.deepcopy(hardware.get("byGpuMemoryGb") or []),
                                 "byModelName": copy.deepcopy(hardware.get("byModelName") or [])},
-        "config": {"values": {"infra": dict((k, _falsy_for_quoted_config(v)) for k, v in infra.items()),
-                              "launch": launch}},
+        "config": {"values": {"infra": infra, "launch": launch},
+                   # DEPLOY_SERVICE_CONFIG_PATH / ML_INFRA_SERVICES_CONFIG_PATH (templates/_helpers.tpl:341-345)
+                   "file": {"launch": SERVICE_CONFIG_DIR + "/" + SERVICE_CONFIG_KEY, "infra": INFRA_CONFIG_PATH}},
         "celeryBrokerType": "elasticache",
         "celery_broker_type_redis": True,
         "redisHost": redis_host,
@@ -761,11 +897,20 @@ def build_values(inputs):
         values["imagePullSecrets"] = [{"name": pull_secret}]
     if node_port not in (None, "", 0):
         values["service"]["nodePort"] = int(node_port)
+    # the chart adds extraVolumes/extraVolumeMounts to the gateway, endpoint builder and cacher
+    # (templates/_helpers.tpl:491-493, 514-516)
+    values["extraVolumes"] = [{"name": SERVICE_CONFIG_VOLUME, "secret": {
+        "secretName": SERVICE_CONFIG_SECRET, "items": [{"key": SERVICE_CONFIG_KEY, "path": SERVICE_CONFIG_KEY}],
+        "defaultMode": 0o440}}]
+    values["extraVolumeMounts"] = [{"name": SERVICE_CONFIG_VOLUME, "mountPath": SERVICE_CONFIG_DIR, "readOnly": True}]
     if ca_secret:
-        # the chart adds extraVolumes/extraVolumeMounts to the gateway, endpoint builder and cacher
-        values["extraVolumes"] = [{"name": REDIS_CA_VOLUME, "secret": {
-            "secretName": ca_secret, "items": [{"key": ca_key, "path": REDIS_CA_FILE}], "defaultMode": 0o444}}]
-        values["extraVolumeMounts"] = [{"name": REDIS_CA_VOLUME, "mountPath": ca_dir, "readOnly": True}]
+        values["extraVolumes"].append({"name": REDIS_CA_VOLUME, "secret": {
+            "secretName": ca_secret, "items": [{"key": ca_key, "path": REDIS_CA_FILE}], "defaultMode": 0o444}})
+        values["extraVolumeMounts"].append({"name": REDIS_CA_VOLUME, "mountPath": ca_dir, "readOnly": True})
+    if s3_ca:
+        values["extraVolumes"].append({"name": S3_CA_VOLUME, "configMap": {
+            "name": s3_ca, "items": [{"key": S3_CA_FILE, "path": S3_CA_FILE}], "defaultMode": 0o444}})
+        values["extraVolumeMounts"].append({"name": S3_CA_VOLUME, "mountPath": S3_CA_DIR, "readOnly": True})
     if inputs.get("hpa_enabled"):
         values["autoscaling"]["horizontal"].update({"minReplicas": int(replicas.get("gateway", 1)),
                                                     "maxReplicas": int(inputs.get("hpa_max_replicas") or 10),
@@ -975,7 +1120,8 @@ def least_privilege_rbac(binding, endpoint_namespace, control_namespace):
     role_pair(base + "-endpoint-manager", endpoint_namespace, ENDPOINT_NAMESPACE_RULES)
     if control_namespace and control_namespace != endpoint_namespace:
         role_pair(base + "-control-plane", control_namespace, CONTROL_NAMESPACE_RULES)
-    cluster_name = base + "-node-reader"
+    # cluster-scoped: the namespace in the name lets releases in other namespaces have their own
+    cluster_name = base + "-node-reader" + (("-" + control_namespace) if control_namespace else "")
     objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                     "metadata": metadata(cluster_name), "rules": copy.deepcopy(CLUSTER_RULES)})
     objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -1046,6 +1192,7 @@ def post_render(stream, config):
     control_namespace = config.get("control_namespace")
     replace_admin = config.get("replace_cluster_admin", True)
     keda_secret = config.get("keda_redis_secret") or None
+    reuse_priority_classes = bool(config.get("reuse_priority_classes"))
 
     report = {"dropped": [], "replaced": [], "added": [], "kept": 0}
     out, problems, added = [], [], []
@@ -1089,6 +1236,11 @@ def post_render(stream, config):
             report["replaced"].append(item)
             out.append(_dump(new, "llmops.serving post-renderer (replaces %s)" % _source_of(chunk)))
             continue
+        if reuse_priority_classes and kind == "PriorityClass":
+            item = _describe(doc, chunk)
+            item["reason"] = "model_engine_priority_classes is reuse: the PriorityClass of another release is used"
+            report["dropped"].append(item)
+            continue
         report["kept"] += 1
         out.append(chunk)
     if problems:
@@ -1099,6 +1251,49 @@ def post_render(stream, config):
         out.append(_dump(obj, "llmops.serving post-renderer (least-privilege RBAC)"))
         report["added"].append(_describe(obj))
     return "".join(out), report
+
+
+# Cluster-scoped objects of the chart whose names are the same in every release (fullname is fixed:
+# FORBIDDEN_VALUES): templates/model_engine_{default,high,low}_priority_class.yaml.
+CHART_PRIORITY_CLASSES = ("model-engine-default-priority", "model-engine-high-priority", "model-engine-low-priority")
+
+
+def cluster_scoped_conflicts(priority_classes, release, namespace, reuse=False):
+    """Problems with the chart's PriorityClasses as they exist in the cluster, before Helm runs.
+
+    ``priority_classes``: PriorityClass objects (as k8s_info returns them). Helm refuses to install an
+    object another release owns (annotations meta.helm.sh/release-name and release-namespace) with an
+    ownership error; this says which object, which release, and what to do. With ``reuse`` the
+    release leaves them out (post_render), so they must exist instead.
+    """
+    existing = dict(((obj.get("metadata") or {}).get("name"), obj) for obj in priority_classes or [])
+    problems = []
+    for name in CHART_PRIORITY_CLASSES:
+        obj = existing.get(name)
+        if obj is None:
+            if reuse:
+                problems.append("PriorityClass %s does not exist, but model_engine_priority_classes is reuse: set it "
+                                "to create (this release then owns them), or install the release that creates "
+                                "them first" % name)
+            continue
+        annotations = (obj.get("metadata") or {}).get("annotations") or {}
+        owner = (annotations.get("meta.helm.sh/release-name"), annotations.get("meta.helm.sh/release-namespace"))
+        if reuse or owner == (release, namespace):
+            continue
+        if owner[0]:
+            problems.append(
+                "PriorityClass %s belongs to Helm release %r in namespace %r, not to %r in %r: the chart gives it "
+                "the same name in every release (charts/model-engine templates/model_engine_*_priority_class.yaml), "
+                "so Helm would refuse to install. Either set model_engine_priority_classes: reuse (this release "
+                "uses that release's PriorityClasses and leaves them out), or uninstall the other release "
+                "(helm uninstall %s -n %s), or install into its namespace" % (
+                    name, owner[0], owner[1], release, namespace, owner[0], owner[1]))
+        else:
+            problems.append(
+                "PriorityClass %s exists but no Helm release owns it (no meta.helm.sh/release-name annotation): "
+                "set model_engine_priority_classes: reuse to use it as it is, or delete it (kubectl delete "
+                "priorityclass %s) so that this release creates it" % (name, name))
+    return problems
 
 
 def hook_problems(hook_manifests, served, droppable_groups=None):

@@ -69,8 +69,8 @@ options:
     type: str
   checkpoint_path:
     description:
-      - Where the weights are, an V(s3://bucket/prefix) (any S3-compatible store) or V(azure://) path to
-        the directory holding the C(*.safetensors) files. Not a C(.tar) file.
+      - Where the weights are, an V(s3://bucket/prefix) (any S3-compatible store), V(gs://) or V(azure://)
+        path to the directory holding the C(*.safetensors) files. Not a C(.tar) file.
     type: str
   endpoint_type:
     description:
@@ -121,7 +121,7 @@ options:
     type: int
   max_workers:
     description:
-      - Maximum number of workers, 1 to 50 (LLM Engine's limit). Required to create.
+      - Maximum number of workers, 1 to 250 (LLM Engine's limit). Required to create.
     type: int
   per_worker:
     description:

@@ -11,7 +11,7 @@ Then a sweep over every ServiceAccount in the namespaces the drill's roles creat
 only the bindings documented for it (``DOCUMENTED_BINDINGS``), and each pod's token mount is
 reported against whether it talks to the API server.
 
-The chart owns cluster-wide names (a PriorityClass, the node-reader ClusterRole): one release per
+The chart owns cluster-wide names (its PriorityClasses): one release per
 cluster, so the drill removes leftovers of earlier drill runs first and its own release afterwards.
 """
 
@@ -89,7 +89,7 @@ MATRIX = [
 
 # The only bindings the collection gives any ServiceAccount: (kind, name, namespace) -> who.
 DOCUMENTED_BINDINGS = {
-    ("ClusterRoleBinding", "model-engine-node-reader", None): ("model-engine", CP),
+    ("ClusterRoleBinding", "model-engine-node-reader-" + CP, None): ("model-engine", CP),
     ("RoleBinding", "model-engine-endpoint-manager", EP): ("model-engine", CP),
     ("RoleBinding", "model-engine-control-plane", CP): ("model-engine", CP),
 }
@@ -183,7 +183,8 @@ def _binds(binding, namespace, name):
 
 def test_every_service_account_in_the_drill_namespaces_holds_only_documented_bindings(release):
     bindings = _bindings()
-    documented = dict(((kind, name, _namespace(release, ns)), (sa, _namespace(release, sa_ns)))
+    documented = dict(((kind, name.replace(CP, release["cp"]), _namespace(release, ns)),
+                       (sa, _namespace(release, sa_ns)))
                       for (kind, name, ns), (sa, sa_ns) in DOCUMENTED_BINDINGS.items())
     held, undocumented = set(), []
     for namespace in (release["cp"], release["ep"]):

@@ -2,7 +2,7 @@
 variables for the pinned upstream chart (charts/model-engine of the LLM Engine checkout, see
 tests/helpers/upstream.py), and cleanup.
 
-The chart owns cluster-wide names (a PriorityClass, the node-reader ClusterRole), so only one release
+The chart owns cluster-wide names (its PriorityClasses), so only one release
 can exist at a time: every test module that installs it names its namespaces with its own prefix and
 removes the leftovers of its earlier runs first (``model_engine_platform``).
 """
@@ -54,8 +54,7 @@ def uninstall_release(release_namespace):
 def _leftover_release_namespaces(prefix):
     """Namespaces of earlier releases (named ``prefix``...) that still own the chart's cluster-wide objects."""
     found = set()
-    for kind, name in (("priorityclass", "model-engine-high-priority"),
-                       ("clusterrole", "model-engine-node-reader")):
+    for kind, name in (("priorityclass", "model-engine-high-priority"),):
         result = kubectl("get", kind, name, "-o", "json", check=False)
         if result.returncode == 0:
             annotations = json.loads(result.stdout)["metadata"].get("annotations", {})

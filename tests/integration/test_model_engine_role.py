@@ -3,10 +3,11 @@ Engine checkout, tests/helpers/upstream.py) installed through the role's post-re
 kube-apiserver.
 
 One lifecycle test (install, second run unchanged, RBAC as the service account, check mode, tag
-upgrade, rollback) because the chart owns cluster-wide names (PriorityClass, node-reader ClusterRole)
+upgrade, rollback) because the chart owns cluster-wide names (its PriorityClasses)
 and only one release can exist at a time; the other tests stop before installing.
 """
 
+import base64
 import json
 import os
 import shutil
@@ -107,8 +108,8 @@ def test_lifecycle_install_idempotence_rbac_check_mode_upgrade_rollback(platform
     assert "Telemetry" not in kinds and "WasmPlugin" not in kinds and "TriggerAuthentication" not in kinds
     assert "cluster-admin" not in manifest
     assert kubectl("get", "clusterrolebinding", "model-engine", check=False).returncode != 0
-    binding = kubectl_json("get", "clusterrolebinding", "model-engine-node-reader")
-    assert binding["roleRef"]["name"] == "model-engine-node-reader"
+    binding = kubectl_json("get", "clusterrolebinding", "model-engine-node-reader-" + cp)
+    assert binding["roleRef"]["name"] == "model-engine-node-reader-" + cp
     assert kubectl_json("get", "role", "model-engine-endpoint-manager", "-n", ep)["rules"]
     shown = task_results(first, "Show what the post-renderer drops and replaces")[0]["msg"]
     assert sorted(shown["dropped"]) == ["Telemetry model-engine-custom-tags",
@@ -121,7 +122,20 @@ def test_lifecycle_install_idempotence_rbac_check_mode_upgrade_rollback(platform
     infra = yaml.safe_load(config["infra_service_config"])
     assert infra["cloud_provider"] == "onprem" and infra["s3_bucket"] == "models"
     launch = yaml.safe_load(config["launch_service_config"])
-    assert launch["endpoint_namespace"] == ep and launch["istio_enabled"] == ""
+    assert launch["endpoint_namespace"] == ep and launch["istio_enabled"] is False
+    # PriorityClasses of the chart exist (endpoint ReplicaSets are refused without them) and are the release's
+    for name in ("model-engine-default-priority", "model-engine-high-priority", "model-engine-low-priority"):
+        annotations = kubectl_json("get", "priorityclass", name)["metadata"]["annotations"]
+        assert annotations["meta.helm.sh/release-namespace"] == cp, name
+    # what the server reads (DEPLOY_SERVICE_CONFIG_PATH): the role's Secret, with the password in the cache
+    # URL and dd_trace_enabled a boolean
+    env = dict((e["name"], e) for e in kubectl_json("get", "deployment", "model-engine", "-n", cp)
+               ["spec"]["template"]["spec"]["containers"][0]["env"])
+    assert env["DEPLOY_SERVICE_CONFIG_PATH"]["value"] == "/etc/llmops/service-config/service_config.yaml"
+    served = kubectl_json("get", "secret", "model-engine-llmops-service-config", "-n", cp)["data"]
+    served = yaml.safe_load(base64.b64decode(served["service_config.yaml"]).decode())
+    assert served["cache_redis_onprem_url"] == "redis://:redis-pw@redis.%s.svc:6379/15" % cp
+    assert served["dd_trace_enabled"] is False and served["gateway_namespace"] == cp
     values_text = helm(platform, "get", "values", "model-engine", "-o", "json")
     for secret_value in ("redis-pw", "minio-secret", "postgresql://"):
         assert secret_value not in values_text
@@ -188,6 +202,35 @@ def test_lifecycle_install_idempotence_rbac_check_mode_upgrade_rollback(platform
     assert bad["rc"] != 0
     assert "did you mean config.values.launch.cloud_file_llm_fine_tune_repository" in failure_text(bad)
     assert [r["revision"] for r in history(platform)] == [1, 2, 3]
+
+
+def test_a_second_release_is_told_whose_priority_classes_they_are(platform, sandbox_env):
+    """Issue 17: the chart names its PriorityClasses the same in every release. A second release in other
+    namespaces fails before Helm runs, naming the owner and the fix (not Helm's ownership error), and
+    installs with model_engine_priority_classes: reuse."""
+    first = run(platform)  # installed by the lifecycle test already, or now
+    assert first["rc"] == 0, failure_text(first)[-4000:]
+    with model_engine_platform("it-me2-", sandbox_env) as second:
+        refused = run(second, extra_vars=role_vars(second, model_engine_wait=False))
+        assert refused["rc"] != 0
+        text = failure_text(refused)
+        assert ("PriorityClass model-engine-high-priority belongs to Helm release 'model-engine' in namespace %r"
+                % platform["cp"]) in text
+        assert "model_engine_priority_classes: reuse" in text
+        assert "cannot be imported into the current release" not in text  # Helm never ran
+        assert task_results(refused, "Install or upgrade the LLM Engine release") == []
+
+        reused = run(second, extra_vars=role_vars(second, model_engine_wait=False,
+                                                  model_engine_priority_classes="reuse"))
+        assert reused["rc"] == 0, failure_text(reused)[-6000:]
+        kinds = [doc["kind"] for doc in yaml.safe_load_all(helm(second, "get", "manifest", "model-engine")) if doc]
+        assert "PriorityClass" not in kinds and "Deployment" in kinds
+        owner = kubectl_json("get", "priorityclass", "model-engine-high-priority")["metadata"]["annotations"]
+        assert owner["meta.helm.sh/release-namespace"] == platform["cp"]
+        # each release has its own node-reader binding (the name carries the namespace)
+        for cp in (platform["cp"], second["cp"]):
+            binding = kubectl_json("get", "clusterrolebinding", "model-engine-node-reader-" + cp)
+            assert binding["subjects"][0]["namespace"] == cp
 
 
 def test_missing_secret_fails_before_anything_changes(platform):
@@ -320,8 +363,14 @@ def test_istio_and_keda_served_then_removed(served_platform):
             spec["containers"][0]["volumeMounts"]
     launch = yaml.safe_load(kubectl_json("get", "configmap", "model-engine-service-config", "-n", cp)
                             ["data"]["launch_service_config"])
-    assert launch["cache_redis_onprem_url"] == (
-        "rediss://redis.%s.svc:6379/15?ssl_cert_reqs=required"
+    # no query string (upstream's cache_redis_db_index reads what follows the last "/"); redis-py finds
+    # the CA through SSL_CERT_FILE, the result backend through ssl_ca_certs
+    assert launch["cache_redis_onprem_url"] == "rediss://redis.%s.svc:6379/15" % cp
+    builder = kubectl_json("get", "deployment", "model-engine-endpoint-builder", "-n", cp)
+    env = dict((e["name"], e.get("value")) for e in builder["spec"]["template"]["spec"]["containers"][0]["env"])
+    assert env["SSL_CERT_FILE"] == "/etc/llmops/redis-ca/ca.crt"
+    assert env["CELERY_RESULT_BACKEND"] == (
+        "rediss://:$(REDIS_AUTH_TOKEN)@redis.%s.svc:6379/14?ssl_cert_reqs=required"
         "&ssl_ca_certs=%%2Fetc%%2Fllmops%%2Fredis-ca%%2Fca.crt" % cp)
 
     # --- the add-ons go away: a new install drops their objects and says so. (An upgrade of a release

@@ -8,8 +8,10 @@
 
 Processes, all on 127.0.0.1 with free ports: etcd, kube-apiserver (RBAC, client-cert auth),
 kube-controller-manager, kube-scheduler, kwok (fake nodes from nodes.yaml; pods scheduled onto
-them become Running/Ready), a PV provisioner (this file, `provisioner`), MinIO, and the LLM Engine
-gateway stand-in when present. Nothing runs in containers: no kubelet, no container starts.
+them become Running/Ready), a PV provisioner (this file, `provisioner`), MinIO, the LLM Engine
+gateway stand-in when present, and `workloads` (workloads.py): in the namespace `llm-engine`, the
+Redis and PostgreSQL the roles deploy and the pinned LLM Engine server the chart deploys run as real
+local processes. Nothing runs in containers: no kubelet, no container starts.
 
 A sandbox shaped like a guide's cluster (tests/guides), chosen when it is first started:
     LLMOPS_SANDBOX_NODES=sbx-l40-k3s,...   only these nodes of nodes.yaml (default: all of them)
@@ -43,7 +45,7 @@ POD_CIDR = "10.0.0.0/16"
 
 # Start order; a component restarts when anything it depends on restarted.
 COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
-              "provisioner", "minio", "llm-engine-standin"]
+              "provisioner", "minio", "llm-engine-standin", "workloads"]
 DEPENDS = {
     "kube-apiserver": ["etcd"],
     "kube-controller-manager": ["kube-apiserver"],
@@ -51,7 +53,11 @@ DEPENDS = {
     "kwok": ["kube-apiserver"],
     "provisioner": ["kube-apiserver"],
     "llm-engine-standin": ["kube-apiserver"],
+    "workloads": ["kube-apiserver"],
 }
+# where the workloads component runs pods as real processes (tests/sandbox/workloads.py): the sandbox
+# inventory's control-plane namespace (llmops_namespace)
+WORKLOAD_NAMESPACES = os.environ.get("LLMOPS_SANDBOX_WORKLOAD_NAMESPACES", "llm-engine")
 
 
 def log(msg):
@@ -384,6 +390,10 @@ def component_cmds(sb, bins):
     }
     if s3_tls(sb):
         cmds["minio"].append("--certs-dir=" + ensure_s3_pki(sb)[0])
+    cmds["workloads"] = [
+        sys.executable, os.path.join(HERE, "workloads.py"), "--dir", sb.dir, "run",
+        "--kubeconfig", sb.path("admin.kubeconfig"), "--helm", bins["helm"],
+        "--gateway-port", str(p("workloads:gateway")), "--namespaces", WORKLOAD_NAMESPACES]
     standin = os.path.join(HERE, "llm_engine_standin.py")
     if os.path.exists(standin):
         cmds["llm-engine-standin"] = [
@@ -484,6 +494,12 @@ def minio_credentials(sb):
 def up(sb):
     t0 = time.time()
     bins = binaries()
+    try:
+        upstream_venv().build()
+    except (SystemExit, subprocess.CalledProcessError) as exc:
+        # the workloads component then reports the LLM Engine pods as "cannot start" with this reason
+        log("the LLM Engine server venv is not available (%s): its pods stay simulated; `make upstream "
+            "sandbox-build` builds it" % exc)
     os.makedirs(sb.dir, exist_ok=True)
     ensure_pki(sb)
     creds = minio_credentials(sb)
@@ -576,6 +592,9 @@ def write_env(sb, bins, api_url, creds):
     }
     if s3_tls(sb):
         values["SANDBOX_S3_CA_BUNDLE"] = ensure_s3_pki(sb)[1]
+    # the real gateway (workloads.py) answers here once the model_engine role installed the chart in
+    # llm-engine: `workloads.py --dir <sandbox> wait-gateway` waits for it
+    values["SANDBOX_LLM_ENGINE_GATEWAY_URL"] = "http://127.0.0.1:%d" % sb.port("workloads:gateway")
     if "llm-engine-standin" in sb.state.get("pids", {}):
         values["SANDBOX_LLM_ENGINE_URL"] = "http://127.0.0.1:%d" % sb.port("llm-engine-standin")
         values["SANDBOX_LLM_ENGINE_USER"] = "sandbox-user"

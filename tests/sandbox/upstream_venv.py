@@ -15,12 +15,13 @@ What is installed, and the one deviation from upstream:
 - every pin of `model-engine/requirements.txt`, except `pycurl==7.45.2`, which has no wheel for
   Python 3.12 and does not build without libcurl headers; `pycurl==7.45.3` (a wheel) is installed
   instead (the range in upstream's `requirements.in` allows it);
-- the `model_engine_server` package itself, copied from the checkout (which may be read-only) and
-  installed without dependencies, so the venv runs exactly the pinned source.
+- the `model_engine_server` package itself, `pip install -e` like upstream's Dockerfile, from a copy
+  of the checkout (which may be read-only) inside the venv, so the venv runs exactly the pinned
+  source.
 
-The checkout is `$LLMOPS_UPSTREAM_LLM_ENGINE`, default `../shared/upstream/llm-engine` relative to
-the repository root. The interpreter is `$LLMOPS_UPSTREAM_PYTHON`, default pyenv's 3.12.1, else
-`python3.12` on PATH.
+The checkout is found as `tests/scripts/upstream-llm-engine.sh path` finds it
+(`$LLMOPS_UPSTREAM_LLM_ENGINE`, else `../shared/upstream/llm-engine`, else `make upstream`'s clone).
+The interpreter is `$LLMOPS_UPSTREAM_PYTHON`, default pyenv's 3.12.1, else `python3.12` on PATH.
 """
 
 import argparse
@@ -42,10 +43,12 @@ def log(msg):
 
 
 def upstream_dir():
-    """The llm-engine checkout: $LLMOPS_UPSTREAM_LLM_ENGINE or ../shared/upstream/llm-engine."""
-    path = os.environ.get("LLMOPS_UPSTREAM_LLM_ENGINE") or os.path.join(REPO_ROOT, "..", "shared", "upstream",
-                                                                        "llm-engine")
-    return os.path.abspath(path)
+    """The llm-engine checkout, by tests/scripts/upstream-llm-engine.sh's rule: $LLMOPS_UPSTREAM_LLM_ENGINE,
+    else ../shared/upstream/llm-engine next to the checkout, else the clone `make upstream` leaves in the cache."""
+    if os.environ.get("LLMOPS_UPSTREAM_LLM_ENGINE"):
+        return os.path.abspath(os.environ["LLMOPS_UPSTREAM_LLM_ENGINE"])
+    script = os.path.join(REPO_ROOT, "tests", "scripts", "upstream-llm-engine.sh")
+    return subprocess.run(["bash", script, "path"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def server_dir():
@@ -142,15 +145,23 @@ def build():
                 handle.write(text)
             subprocess.run(pip + ["--upgrade", "pip", "setuptools", "wheel"], check=True)
             subprocess.run(pip + ["-r", reqs], check=True)
-            # the checkout may be read-only; setuptools writes build/ and egg-info next to the sources
-            copy = os.path.join(work, "model-engine")
-            shutil.copytree(src, copy, ignore=shutil.ignore_patterns("tests", "__pycache__", "*.egg-info", "build"))
-            subprocess.run(pip + ["--no-deps", "--no-build-isolation", copy], check=True)
-        smoke = "import model_engine_server, celery, fastapi, pycurl, alembic"
+        install_server(venv, src)
+        smoke = "import model_engine_server.common.types.gen.openai, celery, fastapi, pycurl, alembic"
         subprocess.run([venv_python(venv), "-c", smoke], check=True, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
         open(done, "w").close()
     log("built %s" % venv)
     return venv_python(venv)
+
+
+def install_server(venv, src):
+    """`pip install -e .` as upstream's Dockerfile does, from a copy inside the venv (the checkout
+    may be read-only). Editable matters: `model_engine_server/common/types/gen` has no
+    `__init__.py`, so a regular install (find_packages) leaves the generated OpenAPI types out."""
+    copy = os.path.join(venv, "src", "model-engine")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(src, copy, ignore=shutil.ignore_patterns("tests", "__pycache__", "*.egg-info", "build"))
+    subprocess.run([venv_python(venv), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                    "--no-build-isolation", "-e", copy], check=True)
 
 
 def main(argv=None):

@@ -1,6 +1,7 @@
 """The upstream server venv's pure parts: the pin override and the cache key (tests/sandbox/upstream_venv.py)."""
 
 import os
+import subprocess
 
 from tests.sandbox import upstream_venv
 
@@ -35,9 +36,10 @@ def test_cache_key_follows_the_sources_and_requirements(tmp_path):
     assert upstream_venv.tree_digest(str(tmp_path)) != second
 
 
-def test_checkout_comes_from_the_variable(monkeypatch, tmp_path):
+def test_checkout_comes_from_the_variable_else_the_scripts_rule(monkeypatch, tmp_path):
     monkeypatch.setenv("LLMOPS_UPSTREAM_LLM_ENGINE", str(tmp_path))
     assert upstream_venv.upstream_dir() == str(tmp_path)
     monkeypatch.delenv("LLMOPS_UPSTREAM_LLM_ENGINE")
-    assert upstream_venv.upstream_dir() == os.path.abspath(
-        os.path.join(upstream_venv.REPO_ROOT, "..", "shared", "upstream", "llm-engine"))
+    script = os.path.join(upstream_venv.REPO_ROOT, "tests", "scripts", "upstream-llm-engine.sh")
+    expected = subprocess.run(["bash", script, "path"], capture_output=True, text=True, check=True).stdout.strip()
+    assert upstream_venv.upstream_dir() == expected

@@ -210,8 +210,8 @@ def test_cluster_admin_binding_is_replaced_by_least_privilege_rbac():
     rbac = [o for o in objects if o["apiVersion"].startswith("rbac.")]
     kinds = sorted((o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")) for o in rbac)
     assert kinds == [
-        ("ClusterRole", "model-engine-node-reader", None),
-        ("ClusterRoleBinding", "model-engine-node-reader", None),
+        ("ClusterRole", "model-engine-node-reader-llm-engine", None),
+        ("ClusterRoleBinding", "model-engine-node-reader-llm-engine", None),
         ("Role", "model-engine-control-plane", "llm-engine"),
         ("Role", "model-engine-endpoint-manager", "llm-engine-endpoints"),
         ("RoleBinding", "model-engine-control-plane", "llm-engine"),
@@ -224,7 +224,7 @@ def test_cluster_admin_binding_is_replaced_by_least_privilege_rbac():
             assert obj["roleRef"]["name"] != "cluster-admin"
         assert obj["metadata"]["labels"]["team"] == "infra"
     by_name = {(o["kind"], o["metadata"]["name"]): o for o in rbac}
-    cluster_rules = by_name[("ClusterRole", "model-engine-node-reader")]["rules"]
+    cluster_rules = by_name[("ClusterRole", "model-engine-node-reader-llm-engine")]["rules"]
     assert cluster_rules == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
     endpoint_rules = by_name[("Role", "model-engine-endpoint-manager")]["rules"]
     granted = {(group, resource): set(rule["verbs"]) for rule in endpoint_rules
@@ -346,3 +346,49 @@ def test_script_is_executable_with_a_shebang_ansible_test_accepts():
     with open(SCRIPT, encoding="utf-8") as handle:
         assert handle.readline() == "#!/usr/bin/env python\n"
     assert os.access(SCRIPT, os.X_OK)
+
+
+PRIORITY_CLASS = """---
+# Source: model-engine/templates/model_engine_high_priority_class.yaml
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata:
+  name: "model-engine-high-priority"
+value: 100000
+"""
+
+
+def test_priority_classes_are_kept_unless_reused():
+    served = CORE_SERVED + ["scheduling.k8s.io/v1/PriorityClass"]
+    out, report = me.post_render(DEPLOYMENT + PRIORITY_CLASS, config(served))
+    assert out == DEPLOYMENT + PRIORITY_CLASS and report["dropped"] == []
+    out, report = me.post_render(DEPLOYMENT + PRIORITY_CLASS, config(served, reuse_priority_classes=True))
+    assert out == DEPLOYMENT
+    assert [(d["kind"], d["name"]) for d in report["dropped"]] == [("PriorityClass", "model-engine-high-priority")]
+
+
+def priority_class(name, release=None, namespace=None):
+    meta = {"name": name}
+    if release:
+        meta["annotations"] = {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": namespace}
+    return {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": meta, "value": 1}
+
+
+def test_priority_classes_of_another_release_name_the_owner_and_the_fix():
+    found = [priority_class(name, "llm-engine", "llm-engine") for name in me.CHART_PRIORITY_CLASSES]
+    assert me.cluster_scoped_conflicts(found, "llm-engine", "llm-engine") == []
+    problems = me.cluster_scoped_conflicts(found, "model-engine", "it-me-cp-1")
+    assert len(problems) == 3
+    assert problems[1].startswith("PriorityClass model-engine-high-priority belongs to Helm release 'llm-engine' "
+                                  "in namespace 'llm-engine'")
+    assert "model_engine_priority_classes: reuse" in problems[1]
+    assert "helm uninstall llm-engine -n llm-engine" in problems[1]
+    assert me.cluster_scoped_conflicts(found, "model-engine", "it-me-cp-1", reuse=True) == []
+
+
+def test_priority_classes_missing_or_unowned():
+    assert me.cluster_scoped_conflicts([], "model-engine", "ns") == []
+    missing = me.cluster_scoped_conflicts([], "model-engine", "ns", reuse=True)
+    assert len(missing) == 3 and "does not exist" in missing[0]
+    unowned = me.cluster_scoped_conflicts([priority_class("model-engine-low-priority")], "model-engine", "ns")
+    assert unowned == [unowned[0]] and "no Helm release owns it" in unowned[0]

@@ -86,13 +86,13 @@ def test_on_prem_settings():
     launch = result["config"]["values"]["launch"]
     assert infra["cloud_provider"] == "onprem"
     assert infra["docker_registry_type"] == "onprem"
-    assert infra["celery_broker_type_redis"] is True
+    # written once, by the chart from the top-level value (templates/service_config_map.yaml:32-33)
+    assert "celery_broker_type_redis" not in infra and result["celery_broker_type_redis"] is True
     assert infra["redis_host"] == "redis.llm-engine.svc"
     assert infra["s3_bucket"] == "models"  # taken from the staged checkpoints
     assert launch["endpoint_namespace"] == "llm-engine-endpoints"
-    assert launch["gateway_namespace"] == "llm-engine"
-    assert launch["cache_redis_onprem_url"] == (
-        "rediss://redis.llm-engine.svc:6379/15?ssl_cert_reqs=required&ssl_ca_certs=%2Fetc%2Fllmops%2Fredis-ca%2Fca.crt")
+    assert "gateway_namespace" not in launch  # the chart writes it (service_config_map.yaml:14)
+    assert launch["cache_redis_onprem_url"] == "rediss://redis.llm-engine.svc:6379/15"
     assert launch["cloud_file_llm_fine_tune_repository"] == "s3://models/llm-ft-job-repository"
     assert launch["vllm_repository"] == "registry.local/vllm/vllm-openai"
     assert launch["tgi_repository"] == "registry.local/text-generation-inference"
@@ -106,12 +106,99 @@ def test_on_prem_settings():
     assert "fullnameOverride" not in result and "serviceIdentifier" not in result
 
 
-def test_false_survives_the_charts_quoting():
-    # The chart writes `{{ $value | quote }}`: false would become the truthy string "false".
+def test_booleans_stay_booleans():
+    # The chart writes booleans unquoted (`kindIs "bool"`, templates/service_config_map.yaml:17-18)
     launch = values()["config"]["values"]["launch"]
-    assert launch["istio_enabled"] == ""
-    assert launch["sensitive_log_mode"] == ""
+    assert launch["istio_enabled"] is False
+    assert launch["sensitive_log_mode"] is False
     assert values(istio_enabled=True)["config"]["values"]["launch"]["istio_enabled"] is True
+
+
+def test_duplicate_config_keys_are_refused():
+    for path, extra in (("config.values.launch.gateway_namespace", {"launch": {"gateway_namespace": "x"}}),
+                        ("config.values.infra.celery_broker_type_redis",
+                         {"infra": {"celery_broker_type_redis": True}})):
+        with pytest.raises(me.ModelEngineInputError) as info:
+            me.finalize_values(me.build_values(inputs()), {"config": {"values": extra}})
+        assert "chart value %s must not be set" % path in str(info.value)
+        assert "unknown chart value" not in str(info.value)
+
+
+def test_keys_the_chart_never_reads_are_unknown():
+    # the first unknown level is reported (gunicorn, not gunicorn.workerTimeout)
+    for path, reported in (("gunicorn.workerTimeout", "gunicorn"), ("wasmPlugin.enabled", "wasmPlugin"),
+                           ("gateway.sidecarCPURequest", "gateway"), ("keyvaultName", "keyvaultName"),
+                           ("image.cacherRepository", "image.cacherRepository"),
+                           ("inferenceFramework.sglang", "inferenceFramework.sglang")):
+        head, leaf = path.rpartition(".")[::2]
+        extra = {leaf: 1}
+        for part in reversed(head.split(".") if head else []):
+            extra = {part: extra}
+        assert [item["path"] for item in me.unknown_keys(me.deep_merge(values(), extra))] == [reported]
+
+
+def test_cacher_repository_is_refused_with_the_reason():
+    text = "\n".join(errors_of(image_repositories={"cacher": "registry.local/other"}))
+    assert "model_engine_image_repositories.cacher has no effect" in text
+    assert "cacher_deployment.yaml:42" in text
+
+
+def test_triton_image_is_set_so_the_chart_renders():
+    assert values()["triton"] == {"image": {"repository": "registry.local/tritonserver", "tag": "0.9.3"}}
+
+
+def test_virtualservice_has_hosts_and_gateways():
+    service = values(istio_enabled=True)["virtualservice"]
+    assert service == {"enabled": True, "hostDomains": ["llm-engine.svc.cluster.local"], "gateways": ["mesh"]}
+
+
+def test_noexecute_gpu_taint_is_refused_with_the_fix():
+    gpu = copy.deepcopy(inputs()["gpu_types"])
+    gpu["nvidia-tesla-t4"]["tolerations"] = [{"key": "dedicated", "operator": "Equal", "value": "llm",
+                                              "effect": "NoExecute"}]
+    text = "\n".join(errors_of(gpu_types=gpu))
+    assert "tainted dedicated=llm:NoExecute" in text and "NoSchedule" in text
+    assert "service_template_config_map.yaml:113-117" in text
+
+
+def test_result_backend_is_the_roles_redis_with_the_password_from_the_env():
+    env = dict((e["name"], e.get("value")) for e in values()["extraEnvVars"])
+    assert env["CELERY_RESULT_BACKEND"] == (
+        "rediss://:$(REDIS_AUTH_TOKEN)@redis.llm-engine.svc:6379/14?ssl_cert_reqs=required"
+        "&ssl_ca_certs=%2Fetc%2Fllmops%2Fredis-ca%2Fca.crt")
+    assert env["SSL_CERT_FILE"] == "/etc/llmops/redis-ca/ca.crt"
+    plain = dict((e["name"], e.get("value")) for e in values(
+        redis=dict(inputs()["redis"], tls=False, url_scheme="redis", password_secret_name=""))["extraEnvVars"])
+    assert plain["CELERY_RESULT_BACKEND"] == "redis://redis.llm-engine.svc:6379/14"
+    assert "SSL_CERT_FILE" not in plain
+
+
+def test_service_config_document_carries_the_password_and_typed_booleans():
+    import yaml
+
+    result = values()
+    doc = yaml.safe_load(me.service_config_document(result, "llm-engine", "p@ss/word"))
+    assert doc["cache_redis_onprem_url"] == "rediss://:p%40ss%2Fword@redis.llm-engine.svc:6379/15"
+    assert doc["dd_trace_enabled"] is False and doc["istio_enabled"] is False
+    assert doc["gateway_namespace"] == "llm-engine"
+    assert result["config"]["file"]["launch"] == "/etc/llmops/service-config/service_config.yaml"
+    assert "p@ss" not in json.dumps(result)
+
+
+def test_redis_notes_say_what_upstream_forces():
+    notes = me.redis_upstream_notes({"password_secret_name": "r", "tls": False})
+    assert len(notes) == 1 and "core/celery/app.py:212-214" in notes[0]
+    notes = me.redis_upstream_notes({"password_secret_name": "r", "tls": True})
+    assert len(notes) == 1 and "ssl_cert_reqs=none" in notes[0]
+    assert me.redis_upstream_notes({"password_secret_name": "", "tls": False}) == []
+
+
+def test_s3_ca_configmap_is_mounted_and_named_in_aws_ca_bundle():
+    result = values(s3_ca_configmap="llmops-s3-ca")
+    env = dict((e["name"], e.get("value")) for e in result["extraEnvVars"])
+    assert env["AWS_CA_BUNDLE"] == "/etc/llmops/s3-ca/ca.crt"
+    assert {"name": "llmops-s3-ca", "mountPath": "/etc/llmops/s3-ca", "readOnly": True} in result["extraVolumeMounts"]
+    assert "model_engine_s3_ca_configmap 'Bad_Name'" in "\n".join(errors_of(s3_ca_configmap="Bad_Name"))
 
 
 def test_node_selector_default_clears_the_chart_default():
@@ -317,15 +404,16 @@ REDIS_TLS = {"host": "redis.llm-engine.svc", "port": 6380, "tls": True, "ca_secr
 
 def test_tls_redis_mounts_the_ca_into_the_control_plane_and_the_cache_url_verifies_with_it():
     result = values(redis=dict(REDIS_TLS), redis_ca_mount_dir="/run/redis-ca")
-    assert result["extraVolumes"] == [{"name": "llmops-redis-ca", "secret": {
+    assert result["extraVolumes"][1:] == [{"name": "llmops-redis-ca", "secret": {
         "secretName": "redis-ca", "items": [{"key": "tls-ca.pem", "path": "ca.crt"}], "defaultMode": 0o444}}]
-    assert result["extraVolumeMounts"] == [{"name": "llmops-redis-ca", "mountPath": "/run/redis-ca",
-                                            "readOnly": True}]
+    assert result["extraVolumeMounts"][1:] == [{"name": "llmops-redis-ca", "mountPath": "/run/redis-ca",
+                                                "readOnly": True}]
     url = result["config"]["values"]["launch"]["cache_redis_onprem_url"]
-    assert url == ("rediss://redis.llm-engine.svc:6380/15?ssl_cert_reqs=required"
-                   "&ssl_ca_certs=%2Frun%2Fredis-ca%2Fca.crt")
-    assert "none" not in url.lower()
-    # the password stays a Secret reference (LLM Engine adds REDIS_AUTH_TOKEN to the cache URL)
+    # no query string (upstream's cache_redis_db_index reads the text after the last "/"); the CA
+    # reaches redis-py through SSL_CERT_FILE
+    assert url == "rediss://redis.llm-engine.svc:6380/15"
+    assert {"name": "SSL_CERT_FILE", "value": "/run/redis-ca/ca.crt"} in result["extraEnvVars"]
+    # the password is not in the values (the role's service-config Secret carries it)
     assert "@" not in url
     assert result["redis"]["enableTLS"] is True and result["redis"]["authSecretName"] == "redis-cluster"
     assert me.redis_ca_secret(result) == {"name": "redis-ca", "key": "tls-ca.pem"}
@@ -333,15 +421,14 @@ def test_tls_redis_mounts_the_ca_into_the_control_plane_and_the_cache_url_verifi
 
 def test_tls_without_a_ca_secret_verifies_against_the_system_store():
     result = values(redis=dict(REDIS_TLS, ca_secret_name=None))
-    assert "extraVolumes" not in result and "extraVolumeMounts" not in result
-    assert result["config"]["values"]["launch"]["cache_redis_onprem_url"] == (
-        "rediss://redis.llm-engine.svc:6380/15?ssl_cert_reqs=required")
+    assert [v["name"] for v in result["extraVolumes"]] == ["llmops-service-config"]
+    assert result["config"]["values"]["launch"]["cache_redis_onprem_url"] == "rediss://redis.llm-engine.svc:6380/15"
     assert me.redis_ca_secret(result) is None
 
 
 def test_plain_redis_mounts_nothing():
     result = values(redis=dict(REDIS_TLS, tls=False, url_scheme="redis"))
-    assert "extraVolumes" not in result
+    assert [v["name"] for v in result["extraVolumes"]] == ["llmops-service-config"]
     assert result["config"]["values"]["launch"]["cache_redis_onprem_url"] == "redis://redis.llm-engine.svc:6380/15"
     assert me.keda_redis_auth(result, True) == {"name": "redis-cluster", "key": "password"}
 

@@ -118,13 +118,15 @@ RULES = [
      {"labels": {"team": "5", "product": "b"}}),
     ("min-zero-no-prometheus", {"min_workers": 0}, "scale_from_zero: true", {"min_workers": 0, "_sfz": True}),
     ("min-negative", {"min_workers": -1}, "0 or more", {"min_workers": 0, "_sfz": True}),
-    ("max-over-limit", {"max_workers": 51}, "limit of 50", {"max_workers": 50}),
+    # upstream MAX_ENDPOINT_SIZE (common/resource_limits.py:21)
+    ("max-over-limit", {"max_workers": 251}, "limit of 250", {"max_workers": 250}),
     ("max-zero", {"max_workers": 0, "min_workers": 0, "_sfz": True}, "max_workers 0 must be 1 or more",
      {"max_workers": 1, "min_workers": 0, "_sfz": True}),
     ("min-above-max", {"min_workers": 3}, "more than max_workers", {"min_workers": 2}),
     ("per-worker-zero", {"per_worker": 0}, "per_worker 0 must be 1", {"per_worker": 1}),
     ("checkpoint-scheme", {"checkpoint_path": "/models/llama"}, "s3://", {"checkpoint_path": "s3://b/llama"}),
-    ("checkpoint-gs", {"checkpoint_path": "gs://b/llama"}, "s3://", {"checkpoint_path": "azure://c/llama"}),
+    # upstream accepts s3://, azure://, gs:// (llm_model_endpoint_use_cases.py:563-572)
+    ("checkpoint-gcs-ok", {"checkpoint_path": "http://b/llama"}, "s3://", {"checkpoint_path": "gs://b/llama"}),
     ("checkpoint-tar", {"checkpoint_path": "s3://b/llama.tar"}, "tar files", {"checkpoint_path": "s3://b/llama/"}),
     ("metadata-reserved", {"metadata": {"_llm": {}}}, "reserved", {"metadata": {"llm": {}}}),
     ("engine-args-unknown", {"engine_args": {"max_model_length": 4096}}, "did you mean max_model_len",
