@@ -31,7 +31,7 @@ WITH_TEST_SANDBOX := export LLMOPS_SANDBOX_DIR=$(TEST_SANDBOX_DIR) && set -a && 
 
 .PHONY: help deps deps-system deps-python collection-link sandbox-build sandbox-up sandbox-down \
 	sandbox-purge sandbox-status upstream test-sandbox-up test-sandbox-purge lint sanity unit contract integration drills molecule guides test demo demo-run \
-	demo-summary bench docs build-collection clean
+	demo-summary bench vllm-data docs build-collection clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
@@ -120,6 +120,14 @@ demo-summary:
 
 bench: deps test-sandbox-up  ## every benchmark (in the tests' sandbox); regenerates benchmarks/README.md
 	$(WITH_TEST_SANDBOX) $(PY) benchmarks/run_all.py
+
+VLLM_VERSION ?= 0.10.2
+VLLM_GEN_VENV ?= /tmp/llmops-vllm-gen-$(VLLM_VERSION)
+vllm-data:  ## regenerate plugins/module_utils/vllm_releases/vllm-$(VLLM_VERSION).json from the real vLLM (venv outside the checkout)
+	python3 -m venv $(VLLM_GEN_VENV)
+	$(VLLM_GEN_VENV)/bin/pip install -q --no-deps vllm==$(VLLM_VERSION) runai-model-streamer==0.17.1 runai-model-streamer-s3==0.17.1
+	$(VLLM_GEN_VENV)/bin/pip install -q -r tests/fixtures/vllm/requirements-generate.txt
+	$(VLLM_GEN_VENV)/bin/python tests/fixtures/vllm/generate.py
 
 docs: deps-python  ## regenerate docs/variables.md from argument specs and module docs
 	$(PY) docs/generate_reference.py

@@ -17,6 +17,8 @@ import json
 import math
 import re
 
+from ansible_collections.llmops.serving.plugins.module_utils import vllm_cli
+
 MANAGED_BY = "llmops.serving.vllm"
 MODEL_LABEL = "llmops.serving/model"
 PART_OF = "llmops-serving"
@@ -25,37 +27,20 @@ NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 NAME_MAX = 50  # leaves room for the "-cache" / "-strip" suffixes within 63 characters
 LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
-DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
-# Quantization methods of vLLM's --quantization; anything else can go through extra_args.
-QUANTIZATIONS = (
-    "aqlm",
-    "awq",
-    "awq_marlin",
-    "bitblas",
-    "bitsandbytes",
-    "compressed-tensors",
-    "deepspeedfp",
-    "experts_int8",
-    "fbgemm_fp8",
-    "fp8",
-    "gguf",
-    "gptq",
-    "gptq_bitblas",
-    "gptq_marlin",
-    "gptq_marlin_24",
-    "hqq",
-    "ipex",
-    "marlin",
-    "modelopt",
-    "modelopt_fp4",
-    "moe_wna16",
-    "mxfp4",
-    "ptpc_fp8",
-    "qqq",
-    "quark",
-    "torchao",
-    "tpu_int8",
-)
+# Quantization values that force a slower kernel where vLLM would pick a faster one by itself: with the
+# method left unset vLLM reads it from the checkpoint and converts AWQ / GPTQ checkpoints to the Marlin
+# kernels when the GPU supports them; an explicit "awq"/"gptq" keeps the plain kernels (vLLM 0.10.2
+# vllm/model_executor/layers/quantization/awq_marlin.py:108-125, gptq_marlin.py:163-181, and the
+# "not fully optimized" warning in vllm/config/__init__.py:1216-1220).
+SLOWER_WHEN_FORCED = {"awq": "awq_marlin", "gptq": "gptq_marlin"}
+# What an Ingress routes to vLLM: the OpenAI API under /v1, which VLLM_API_KEY guards, and /health.
+# vLLM 0.10.2 asks for the key only on paths that start with /v1 (AuthenticationMiddleware,
+# vllm/entrypoints/openai/api_server.py:1326-1358); every other route it serves answers without the key
+# (/invocations, /tokenize, /detokenize, /pooling, /classify, /score, /rerank, /v2/rerank,
+# /scale_elastic_ep, /docs, ...: the "routes" of vllm_releases/vllm-0.10.2.json), so none of them is
+# published. /metrics is scraped inside the cluster (ServiceMonitor), not through the Ingress.
+INGRESS_ROUTES = (("/v1", "Prefix"), ("/health", "Exact"))
+NGINX_ROUTES_REGEX = "/(v1|v1/.*|health)$"
 SOURCE_TYPES = ("huggingface", "s3", "path")
 S3_MODES = ("pull", "stream")
 CACHE_TYPES = ("hostPath", "pvc", "rwx", "emptyDir")
@@ -83,28 +68,29 @@ TRAEFIK_MIDDLEWARE_CRDS = (
     ("middlewares.traefik.containo.us", "traefik.containo.us/v1alpha1"),
 )
 
-# vLLM flags the role renders itself, and the model field that sets each one.
-OWNED_FLAGS = {
+# vLLM options (argparse dests) the role renders itself, and the setting that sets each one.
+OWNED_OPTIONS = {
     "model": "source",
     "host": "(fixed: 0.0.0.0)",
     "port": "vllm_port",
-    "served-model-name": "served_model_name",
-    "tensor-parallel-size": "tensor_parallel_size",
-    "pipeline-parallel-size": "pipeline_parallel_size",
-    "max-model-len": "max_model_len",
-    "gpu-memory-utilization": "gpu_memory_utilization",
+    "served_model_name": "served_model_name",
+    "tensor_parallel_size": "tensor_parallel_size",
+    "pipeline_parallel_size": "pipeline_parallel_size",
+    "max_model_len": "max_model_len",
+    "gpu_memory_utilization": "gpu_memory_utilization",
     "dtype": "dtype",
     "quantization": "quantization",
-    "enable-prefix-caching": "enable_prefix_caching",
-    "no-enable-prefix-caching": "enable_prefix_caching",
-    "max-num-seqs": "max_num_seqs",
-    "max-num-batched-tokens": "max_num_batched_tokens",
+    "enable_prefix_caching": "enable_prefix_caching",
+    "max_num_seqs": "max_num_seqs",
+    "max_num_batched_tokens": "max_num_batched_tokens",
     "revision": "source.revision",
-    "load-format": "source.mode",
-    "trust-remote-code": "trust_remote_code",
-    "enforce-eager": "enforce_eager",
-    "download-dir": "the cache settings (vllm_cache_*)",
-    "api-key": "api_key_secret",
+    "load_format": "source.mode",
+    "trust_remote_code": "trust_remote_code",
+    "enforce_eager": "enforce_eager",
+    "download_dir": "the cache settings (vllm_cache_*)",
+    "api_key": "api_key_secret",
+    # --config reads options from a YAML file, which could set any of the above behind the role's back.
+    "config": "the model's own fields and extra_args (give the flags themselves, not a config file)",
 }
 
 MODEL_KEYS = (
@@ -255,10 +241,6 @@ def whole_number(value, what, minimum=0):
     return value
 
 
-def _flag_name(text):
-    return text.lstrip("-").split("=", 1)[0].replace("_", "-")
-
-
 def _as_env_list(env, what):
     """env given as a dict (name: value) or a Kubernetes env list -> list of env dicts."""
     if env is None:
@@ -321,37 +303,44 @@ def _labels_match(selector, labels):
 # --------------------------------------------------------------------------- vLLM arguments
 
 
-def render_extra_args(extra_args, what):
-    """extra_args as a list of strings or a dict of flag: value -> list of CLI strings."""
+def render_extra_args(extra_args, what, release):
+    """extra_args as a list of strings or a dict of flag: value -> (CLI strings, problems).
+
+    In the dict form ``false`` writes the ``--no-`` form of vLLM's boolean options; ``problems`` holds
+    entries that cannot be written for this release (``false`` for an on-only flag, true/false for an
+    option that takes a value).
+    """
     if extra_args is None:
-        return []
+        return [], []
     if isinstance(extra_args, dict):
-        out = []
+        out, problems = [], []
         for key in extra_args:
-            value = extra_args[key]
-            flag = "--" + str(key).lstrip("-")
-            if value is None or value is False:
-                continue
-            if value is True:
-                out.append(flag)
-            elif isinstance(value, (dict, list)):
-                out.extend([flag, json.dumps(value, sort_keys=True, separators=(",", ":"))])
-            else:
-                out.extend([flag, str(value)])
-        return out
+            args, problem = vllm_cli.render_dict_entry(key, extra_args[key], release)
+            out.extend(args)
+            if problem:
+                problems.append("%s.%s" % (what, problem))
+        return out, problems
     if isinstance(extra_args, list):
-        return [str(item) for item in extra_args]
+        return [str(item) for item in extra_args], []
     raise VllmInputError("%s: use a list of strings or a dict of flag: value (got %r)" % (what, extra_args))
 
 
-def extra_arg_conflicts(extra_args):
-    """Flags in extra_args that the role renders itself -> list of (flag, field)."""
+def extra_arg_conflicts(extra_args, release):
+    """Tokens of extra_args that set an option the role renders itself -> list of (token, option, setting).
+
+    Resolved the way ``vllm serve`` resolves them (vllm_cli.resolve): short forms (-tp), NAME=VALUE,
+    underscores, dotted keys and unique abbreviations (--tensor-parallel) all count.
+    """
     conflicts = []
-    for item in extra_args:
-        if item.startswith("-"):
-            name = _flag_name(item)
-            if name in OWNED_FLAGS:
-                conflicts.append((name, OWNED_FLAGS[name]))
+    items, _strays = vllm_cli.walk(extra_args, release)
+    for item in items:
+        option = item["option"]
+        if item["status"] == "ok" and option["dest"] in OWNED_OPTIONS:
+            conflicts.append((item["token"], release.flag(option["dest"]), OWNED_OPTIONS[option["dest"]]))
+        elif item["status"] == "ambiguous":
+            owned = sorted(set(release.by_string[text]["dest"] for text in item["matches"]) & set(OWNED_OPTIONS))
+            for dest in owned:
+                conflicts.append((item["token"], release.flag(dest), OWNED_OPTIONS[dest]))
     return conflicts
 
 
@@ -567,6 +556,8 @@ def _settings_defaults(settings):
         "s3_puller_image": "",
         "s3_puller_configmap": "vllm-s3-puller",
         "s3_puller_resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "4Gi"}},
+        "s3_puller_run_as_user": 1000,
+        "s3_puller_run_as_group": 1000,
         "api_key_secret_name": "",
         "api_key_secret_key": "api-key",
         "service_type": "ClusterIP",
@@ -772,7 +763,10 @@ def _resolve_source(report, model, spec, settings):
             puller_env = list(s3_env)
             if settings["s3_endpoint_url"]:
                 puller_env.append({"name": "S3_ENDPOINT_URL", "value": settings["s3_endpoint_url"]})
-            args = ["--source", uri, "--dest", dest, "--cache-dir", mount.rstrip("/") + "/.llmops/hash-cache"]
+            cache_dir = mount.rstrip("/") + "/.llmops/hash-cache"
+            args = ["--source", uri, "--dest", dest, "--cache-dir", cache_dir]
+            user, group = puller_identity(settings)
+            spec["init_containers"].append(cache_owner_step(spec, settings, user, group))
             spec["init_containers"].append(
                 {
                     "name": "s3-pull",
@@ -782,15 +776,70 @@ def _resolve_source(report, model, spec, settings):
                     "args": args,
                     "env": puller_env,
                     "resources": settings["s3_puller_resources"],
+                    "securityContext": puller_security_context(user, group),
                     "volumeMounts": [
                         {"name": "model-cache", "mountPath": mount},
                         {"name": "s3-puller", "mountPath": "/opt/llmops", "readOnly": True},
                     ],
                 }
             )
+            spec["pod_security_context"] = {"fsGroup": group, "fsGroupChangePolicy": "OnRootMismatch"}
             spec["volumes_extra"].append({"name": "s3-puller", "configMap": {"name": settings["s3_puller_configmap"]}})
             spec["uses_puller"] = True
     spec["model_bytes"] = model_bytes
+
+
+def puller_identity(settings):
+    """(uid, gid) the pull init container runs as: the puller image's user (1000 in images built by
+    ansible-builder 3 such as the collection's execution environment)."""
+    return int(settings["s3_puller_run_as_user"]), int(settings["s3_puller_run_as_group"])
+
+
+def puller_security_context(user, group):
+    return {
+        "runAsUser": user,
+        "runAsGroup": group,
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def cache_owner_script(mount, user, group):
+    """Shell for the init step that hands the puller its directories in the cache.
+
+    fsGroup makes volumes group-writable only where the kubelet manages ownership (emptyDir, most block
+    PVCs); a hostPath (created root-owned 0755 by DirectoryOrCreate) and NFS-like volumes keep their
+    owner. So the directories the puller writes, <cache>/s3 and <cache>/.llmops, are created and, when
+    owned by someone else, given to the puller's uid:gid. Nothing else in the cache is touched.
+    """
+    owner = "%d:%d" % (user, group)
+    dirs = " ".join("%s/%s" % (mount.rstrip("/"), name) for name in ("s3", ".llmops"))
+    return (
+        'set -eu; for d in %s; do mkdir -p "$d"; '
+        'if [ "$(stat -c %%u:%%g "$d")" != "%s" ]; then chown -R %s "$d"; fi; chmod u+rwx "$d"; done'
+        % (dirs, owner, owner)
+    )
+
+
+def cache_owner_step(spec, settings, user, group):
+    """Init container (the vLLM image, as root with only CHOWN, FOWNER and DAC_OVERRIDE) that runs
+    cache_owner_script before the puller."""
+    mount = spec["cache_mount_path"]
+    return {
+        "name": "cache-owner",
+        "image": spec["image_for_init"],
+        "imagePullPolicy": settings["image_pull_policy"],
+        "command": ["sh", "-c", cache_owner_script(mount, user, group)],
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER", "DAC_OVERRIDE"]},
+        },
+        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+        "volumeMounts": [{"name": "model-cache", "mountPath": mount}],
+    }
 
 
 def _resolve_gpu(report, model, spec, settings):
@@ -1097,6 +1146,10 @@ def _resolve_model(report, model, settings, seen):
         report.error(str(exc))
         return None
 
+    repo = model.get("image_repository") or settings["image_repository"]
+    tag = str(model.get("image_tag") or settings["image_tag"])
+    spec["image_for_init"] = "%s:%s" % (repo, tag)
+    spec["pod_security_context"] = None
     _resolve_source(report, model, spec, settings)
     _resolve_autoscaling(report, model, spec, settings)
     _resolve_gpu(report, model, spec, settings)
@@ -1104,8 +1157,6 @@ def _resolve_model(report, model, settings, seen):
     _resolve_resources(report, model, spec, settings)
 
     spec["served_model_name"] = model.get("served_model_name") or name
-    repo = model.get("image_repository") or settings["image_repository"]
-    tag = str(model.get("image_tag") or settings["image_tag"])
     if not tag:
         report.error("vllm_models[%s].image_tag: empty; pin a vLLM release such as v0.10.2" % name)
     elif tag == "latest":
@@ -1114,6 +1165,17 @@ def _resolve_model(report, model, settings, seen):
         )
     spec["image"] = "%s:%s" % (repo, tag)
     spec["command"] = list(settings["command"])
+    release, exact = vllm_cli.release_for_tag(tag)
+    spec["vllm_release"] = release.version
+    # A tag without a data file is checked against the newest known release; what that release would
+    # refuse is then a warning, since the newer one may accept it.
+    refuse = report.error if exact else report.warn
+    if not exact and tag and tag != "latest":
+        report.warn(
+            "vllm_models[%s]: the collection has no data for vLLM image tag %s (known: %s), so its arguments are "
+            "checked against vLLM %s and problems are only warnings; add the data with %s"
+            % (name, tag, ", ".join(vllm_cli.known_versions()), release.version, vllm_cli.REGENERATE_HINT)
+        )
 
     for key in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
         value = model.get(key)
@@ -1136,32 +1198,40 @@ def _resolve_model(report, model, settings, seen):
             )
     spec["gpu_memory_utilization"] = util
     dtype = model.get("dtype")
-    if dtype and dtype not in DTYPES:
-        report.error("vllm_models[%s].dtype: %r is not one of %s" % (name, dtype, ", ".join(DTYPES)))
-    spec["dtype"] = dtype or None
-    quantization = model.get("quantization")
-    if quantization and quantization not in QUANTIZATIONS:
-        report.error(
-            "vllm_models[%s].quantization: %r is not a vLLM quantization method (%s); a newer method can "
-            "be passed through extra_args" % (name, quantization, ", ".join(QUANTIZATIONS))
+    dtypes = release.choices("dtype")
+    if dtype and dtype not in dtypes:
+        refuse(
+            "vllm_models[%s].dtype: %r is not a dtype of vLLM %s (%s)"
+            % (name, dtype, release.version, ", ".join(dtypes))
         )
-    spec["quantization"] = quantization or None
+    spec["dtype"] = dtype or None
+    spec["quantization"] = _check_quantization(report, refuse, name, model.get("quantization"), release)
     for key in ("enable_prefix_caching", "trust_remote_code", "enforce_eager"):
         value = model.get(key)
         if value is not None and not isinstance(value, bool):
             report.error("vllm_models[%s].%s: %r must be true or false" % (name, key, value))
             value = None
         spec[key] = value
+    what = "vllm_models[%s].extra_args" % name
     try:
-        extra = render_extra_args(model.get("extra_args"), "vllm_models[%s].extra_args" % name)
+        extra, problems = render_extra_args(model.get("extra_args"), what, release)
     except VllmInputError as exc:
         report.error(str(exc))
-        extra = []
-    for flag, field in extra_arg_conflicts(extra):
+        extra, problems = [], []
+    for problem in problems:
+        refuse(problem)
+    conflicts = extra_arg_conflicts(extra, release)
+    for token, flag, field in conflicts:
+        shown = token if token == flag else "%s (vLLM %s resolves it to %s)" % (token, release.version, flag)
         report.error(
-            "vllm_models[%s].extra_args: --%s is rendered by the role from %s; set that instead of "
-            "passing the flag" % (name, flag, field)
+            "%s: %s is rendered by the role from %s; set that instead of passing the flag" % (what, shown, field)
         )
+    if not conflicts:
+        refused, deprecated = vllm_cli.problems(extra, release)
+        for message in refused:
+            refuse("%s: %s" % (what, message))
+        for message in deprecated:
+            report.warn("%s: %s" % (what, message))
     spec["extra_args"] = extra
     spec["args"] = render_cli_args(spec)
 
@@ -1256,6 +1326,26 @@ def _resolve_model(report, model, settings, seen):
     return spec
 
 
+def _check_quantization(report, refuse, name, quantization, release):
+    """The model's quantization against the release's methods; warns where it forces slower kernels."""
+    if not quantization:
+        return None
+    if quantization not in release.quantization_methods:
+        refuse(
+            "vllm_models[%s].quantization: %r is not a quantization method of vLLM %s; use one of %s, or leave it "
+            "unset so vLLM takes the method from the checkpoint's quantization_config"
+            % (name, quantization, release.version, ", ".join(release.quantization_methods))
+        )
+    elif quantization in SLOWER_WHEN_FORCED:
+        report.warn(
+            "vllm_models[%s].quantization: %s forces vLLM's %s kernels even where %s runs and is faster "
+            "(Ampere and newer); leave quantization unset so vLLM reads the method from the checkpoint and picks "
+            "%s when the GPU supports it"
+            % (name, quantization, quantization, SLOWER_WHEN_FORCED[quantization], SLOWER_WHEN_FORCED[quantization])
+        )
+    return quantization
+
+
 def _resolve_pdb(report, model, spec, settings):
     wanted = model.get("pdb") if model.get("pdb") is not None else settings["pdb"]
     replicas = spec["replicas"]
@@ -1284,13 +1374,14 @@ def _resolve_ingress(report, model, spec, settings):
     class_name = settings["ingress_class_name"] or ("traefik" if settings["is_k3s"] else None)
     strip = bool(settings["ingress_strip_prefix"]) and path != "/"
     annotations = dict(settings["ingress_annotations"] or {})
-    path_type = "Prefix"
+    base = path.rstrip("/")
+    paths = [{"path": base + route, "path_type": path_type} for route, path_type in INGRESS_ROUTES]
     strip_with = None
     if strip:
         if class_name == "nginx":
-            annotations["nginx.ingress.kubernetes.io/rewrite-target"] = "/$2"
-            path = path.rstrip("/") + "(/|$)(.*)"
-            path_type = "ImplementationSpecific"
+            # One regex path for the same routes; ingress-nginx matches it from the start of the URI.
+            annotations["nginx.ingress.kubernetes.io/rewrite-target"] = "/$1"
+            paths = [{"path": base + NGINX_ROUTES_REGEX, "path_type": "ImplementationSpecific"}]
             strip_with = "nginx"
         elif class_name == "traefik":
             strip_with = "traefik"  # Middleware decided once the cluster's CRDs are known
@@ -1300,6 +1391,11 @@ def _resolve_ingress(report, model, spec, settings):
                 "/v1 at its root, so add the rewrite annotations of your controller through "
                 "vllm_ingress_annotations or give each model its own host" % (spec["name"], path, class_name)
             )
+    if not any(item["name"] == "VLLM_API_KEY" for item in spec["env"]):
+        report.warn(
+            "vllm_models[%s]: the Ingress publishes %s/v1 without an API key, so anyone who reaches it can use "
+            "the model; set vllm_api_key_secret_name (or api_key_secret on the model)" % (spec["name"], base)
+        )
     tls = own.get("tls_secret", settings["ingress_tls_secret"]) or None
     if tls and not host:
         report.error(
@@ -1310,12 +1406,12 @@ def _resolve_ingress(report, model, spec, settings):
     spec["ingress"] = {
         "host": host,
         "path": path,
-        "path_type": path_type,
+        "paths": paths,
         "class_name": class_name,
         "annotations": annotations,
         "tls_secret": tls,
         "strip_with": strip_with,
-        "strip_prefix": path if strip_with == "traefik" else None,
+        "strip_prefix": base if strip_with == "traefik" else None,
     }
 
 

@@ -339,6 +339,15 @@ CASES = [
     ("vllm-invalid-label-value", role_case("vllm", lambda w: {"vllm_models": [vllm_model(
         labels={"team": "Platform Team"})]}, True),
      [r"vllm_models\[drill-vllm\]\.labels: team='Platform Team'", r"at most 63 characters"]),
+    # issue 18: vLLM's short form of a flag the role renders, resolved with vLLM 0.10.2's parser data
+    ("vllm-extra-args-short-form", role_case("vllm", lambda w: {"vllm_models": [vllm_model(
+        extra_args=["-tp", "4"])]}, True),
+     [r"vllm_models\[drill-vllm\]\.extra_args: -tp \(vLLM 0\.10\.2 resolves it to --tensor-parallel-size\)",
+      r"rendered by the role from tensor_parallel_size; set that instead"]),
+    ("vllm-quantization-not-in-release", role_case("vllm", lambda w: {"vllm_models": [vllm_model(
+        quantization="marlin")]}, True),
+     [r"vllm_models\[drill-vllm\]\.quantization: 'marlin' is not a quantization method of vLLM 0\.10\.2",
+      r"leave it unset"]),
 
     # llm_endpoints
     ("llm_endpoints-fractional-gpus", role_case("llm_endpoints", lambda w: {

@@ -210,8 +210,12 @@ def test_labelled_tainted_a100_pods_land_with_toleration_and_pvcs_bind(deployed,
 
 def test_s3_model_gets_the_verifying_init_container(deployed, namespace):
     pod = pods_of(namespace, "coder-a100")[0]
-    init = pod["spec"]["initContainers"][0]
+    steps = dict((item["name"], item) for item in pod["spec"]["initContainers"])
+    assert [item["name"] for item in pod["spec"]["initContainers"]] == ["cache-owner", "s3-pull"]
+    init = steps["s3-pull"]
     assert init["command"] == ["python3", "/opt/llmops/vllm_s3_pull.py"]
+    assert init["securityContext"]["runAsUser"] == 1000 and init["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["securityContext"]["fsGroup"] == 1000
     assert init["args"][:4] == ["--source", "s3://models/deepseek-coder-v2-lite/", "--dest",
                                 "/models/s3/models/deepseek-coder-v2-lite"]
     env = dict((item["name"], item) for item in init["env"])

@@ -11,8 +11,9 @@ renamed only after they verified. A pull that was killed (pod restart, node rest
 resumes on the next start: the bytes its partial files hold are kept and only the rest is fetched
 (``bytes_resumed`` in the summary line); partial files of other versions are removed first.
 
-The image needs python3, boto3 and the llmops.serving collection (for example the execution
-environment built from meta/execution-environment.yml). The role mounts this script from a
+The image needs python3, ansible-core (the collection's code imports ansible.module_utils), boto3 and
+the llmops.serving collection, for example the execution environment built from ee/execution-environment.yml.
+A missing one is named before anything is pulled (exit status 1). The role mounts this script from a
 ConfigMap and runs::
 
     python3 /opt/llmops/vllm_s3_pull.py --source s3://bucket/prefix/ --dest /models/s3/bucket/prefix \
@@ -29,6 +30,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -47,10 +49,39 @@ def _collection_paths():
     return paths + list(COLLECTION_DIRS)
 
 
+# What the image must provide, in the order to check it: the module that proves it, and what to install.
+REQUIREMENTS = (
+    ("ansible", "ansible-core (pip install 'ansible-core>=2.19,<2.20'; the collection's code imports "
+                "ansible.module_utils)"),
+    ("boto3", "boto3 (pip install boto3)"),
+    ("ansible_collections.llmops.serving", "the llmops.serving collection (ansible-galaxy collection install, or set "
+                                           "ANSIBLE_COLLECTIONS_PATH to where it is)"),
+)
+
+
+def missing_requirements(find_spec=importlib.util.find_spec):
+    """What of REQUIREMENTS the running Python cannot import -> list of install hints."""
+    missing = []
+    for module, hint in REQUIREMENTS:
+        try:
+            found = find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(hint)
+    return missing
+
+
 def _import_stage():
     for path in reversed(_collection_paths()):
         if os.path.isdir(os.path.join(path, "ansible_collections")) and path not in sys.path:
             sys.path.insert(0, path)
+    missing = missing_requirements()
+    if missing:
+        raise SystemExit(
+            "vllm_s3_pull: vllm_s3_puller_image lacks %s; use an image with python3, ansible-core, boto3 and the "
+            "collection, such as the execution environment built from ee/execution-environment.yml"
+            % "; ".join(missing))
     try:
         from ansible_collections.llmops.serving.plugins.module_utils import s3 as s3_utils
         from ansible_collections.llmops.serving.plugins.module_utils import s3_stage
@@ -58,8 +89,8 @@ def _import_stage():
     except ImportError as exc:
         raise SystemExit(
             "vllm_s3_pull: cannot import the llmops.serving collection (%s); vllm_s3_puller_image must contain "
-            "python3, boto3 and the collection (install it with ansible-galaxy or set ANSIBLE_COLLECTIONS_PATH)"
-            % exc) from None
+            "python3, ansible-core, boto3 and the collection (install it with ansible-galaxy or set "
+            "ANSIBLE_COLLECTIONS_PATH)" % exc) from None
     return s3_utils, s3_stage, s3_model_stage
 
 

@@ -83,11 +83,10 @@ def test_pipeline_parallel_splits_gpus():
 
 def test_extra_args_as_dict_render_flags_booleans_and_json():
     args = resolve(hf_model(extra_args={"kv-cache-dtype": "fp8", "enable-chunked-prefill": True,
-                                        "disable-log-requests": False,
-                                        "limit-mm-per-prompt": {"image": 2}}))["args"]
+                                        "limit-mm-per-prompt": {"image": 2}, "swap-space": None}))["args"]
     assert args[-5:] == ["--kv-cache-dtype", "fp8", "--enable-chunked-prefill", "--limit-mm-per-prompt",
                          '{"image":2}']
-    assert "--disable-log-requests" not in args
+    assert "--swap-space" not in args
 
 
 def test_extra_args_as_list_are_appended_verbatim():
@@ -117,7 +116,7 @@ def test_s3_pull_reads_the_verified_local_copy_and_adds_the_init_container():
     spec = result["models"][0]
     assert spec["args"][0] == "/models/s3/models/mixtral"
     assert "--load-format" not in spec["args"]
-    init = spec["init_containers"][0]
+    init = dict((item["name"], item) for item in spec["init_containers"])["s3-pull"]
     assert init["image"] == "registry.local/llmops/ee:1"
     assert init["command"] == ["python3", "/opt/llmops/vllm_s3_pull.py"]
     assert init["args"][:4] == ["--source", "s3://models/mixtral/", "--dest", "/models/s3/models/mixtral"]

@@ -306,9 +306,9 @@ def test_traefik_ingress_strips_the_path_with_a_middleware():
 def test_nginx_ingress_uses_a_rewrite():
     spec = vllm.plan([hf_model(ingress={"host": "llm.example.com"})],
                      settings(is_k3s=False, ingress_class_name="nginx"))["models"][0]
-    assert spec["ingress"]["path"] == "/llama-3-1-8b(/|$)(.*)"
-    assert spec["ingress"]["path_type"] == "ImplementationSpecific"
-    assert spec["ingress"]["annotations"]["nginx.ingress.kubernetes.io/rewrite-target"] == "/$2"
+    assert spec["ingress"]["paths"] == [{"path": "/llama-3-1-8b/(v1|v1/.*|health)$",
+                                         "path_type": "ImplementationSpecific"}]
+    assert spec["ingress"]["annotations"]["nginx.ingress.kubernetes.io/rewrite-target"] == "/$1"
 
 
 def test_tls_without_host_is_refused():

@@ -3,6 +3,8 @@ hand s3_model_stage's own pull the same parameters the module would use."""
 
 import importlib.util
 import os
+import subprocess
+import sys
 
 import pytest
 from ansible_collections.llmops.serving.plugins.modules import s3_model_stage
@@ -41,3 +43,26 @@ def test_bad_source_is_a_usage_error(capsys):
     script = load_script()
     assert script.main(["--source", "models/llama", "--dest", "/tmp/x"], environ={}) == 2
     assert "s3://bucket/prefix" in capsys.readouterr().err
+
+
+def test_a_python_without_ansible_core_is_told_to_install_it(tmp_path):
+    """Issue 18 item 6: run in a bare venv (stdlib only, as a python3 + boto3 image would be without
+    ansible-core), the script names ansible-core instead of failing with "No module named 'ansible'"."""
+    venv = tmp_path / "bare"
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(venv)],
+                   check=True, capture_output=True, timeout=120)
+    env = dict((key, value) for key, value in os.environ.items() if not key.startswith(("PYTHON", "ANSIBLE")))
+    proc = subprocess.run([str(venv / "bin" / "python"), SCRIPT, "--source", "s3://models/llama/", "--dest",
+                           str(tmp_path / "dest")], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "ansible-core" in proc.stderr and "lacks" in proc.stderr
+    assert "boto3" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "dest").exists()
+
+
+def test_missing_requirements_are_listed_in_install_order():
+    script = load_script()
+    present = {"boto3"}
+    hints = script.missing_requirements(lambda name: object() if name in present else None)
+    assert [hint.split(" ")[0] for hint in hints] == ["ansible-core", "the"]
+    assert script.missing_requirements(lambda name: object()) == []

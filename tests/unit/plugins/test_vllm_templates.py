@@ -101,7 +101,7 @@ def test_a100_deployment_with_pvc_and_puller(manifests):
     pod = deployment["spec"]["template"]["spec"]
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert "runtimeClassName" not in pod
-    assert pod["initContainers"][0]["name"] == "s3-pull"
+    assert [item["name"] for item in pod["initContainers"]] == ["cache-owner", "s3-pull"]
     volumes = dict((volume["name"], volume) for volume in pod["volumes"])
     assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "mixtral-cache"}
     assert volumes["s3-puller"]["configMap"] == {"name": "vllm-s3-puller"}
@@ -123,8 +123,9 @@ def test_service_ingress_and_middleware(manifests):
     assert service["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
     ingress = manifests[("Ingress", "llama")]
     assert ingress["spec"]["ingressClassName"] == "traefik"
-    path = ingress["spec"]["rules"][0]["http"]["paths"][0]
-    assert path["path"] == "/llama" and path["backend"]["service"] == {"name": "llama", "port": {"name": "http"}}
+    paths = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert [(path["path"], path["pathType"]) for path in paths] == [("/llama/v1", "Prefix"), ("/llama/health", "Exact")]
+    assert all(path["backend"]["service"] == {"name": "llama", "port": {"name": "http"}} for path in paths)
     assert ingress["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"] == (
         "vllm-llama-strip@kubernetescrd")
     assert manifests[("Middleware", "llama-strip")]["spec"] == {"stripPrefix": {"prefixes": ["/llama"]}}
