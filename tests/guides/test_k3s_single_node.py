@@ -13,7 +13,7 @@ import secrets
 
 import pytest
 
-from tests.guides.shapes import UserSide, apply, guide_sandbox, kube_get, require_ok
+from tests.guides.shapes import UserSide, guide_sandbox, kube_get, require_ok, shape_storage
 from tests.helpers import guides
 
 GUIDE = "docs/k3s-single-node.md"
@@ -26,6 +26,8 @@ apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata:
   name: local-path
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
 provisioner: sandbox.llmops.local/hostpath
 reclaimPolicy: Delete
 volumeBindingMode: WaitForFirstConsumer
@@ -44,7 +46,7 @@ pytestmark = [pytest.mark.guides, pytest.mark.slow]
 def test_k3s_single_node_guide():
     steps = guides.guide_steps(GUIDE)
     with guide_sandbox("k3s-single-node", nodes=[NODE]) as sbx:
-        apply(sbx, K3S_OBJECTS)
+        shape_storage(sbx, K3S_OBJECTS)
         user = UserSide(sbx)
         vault_token, env_token = "hf_" + secrets.token_hex(16), "hf_" + secrets.token_hex(16)
         password = secrets.token_urlsafe(12)
