@@ -11,11 +11,15 @@ requests of running pods per node. Output is one record per GPU node, one aggreg
 
 Decisions documented here are the contract of ``llmops.serving.gpu_node_info``:
 
-* ``gpu_type`` uses LLM Engine's names where they exist (``nvidia-tesla-t4``, ``nvidia-ampere-a10``,
-  ``nvidia-ampere-a100``, ``nvidia-ampere-a100e``, ``nvidia-hopper-h100``,
-  ``nvidia-hopper-h100-1g20gb``, ``nvidia-hopper-h100-3g40gb``) and ``<vendor>-<family>-<model>``
-  names of our own for the rest. MIG slices append the profile (``-1g20gb``); time-sliced or MPS
-  shared GPUs append ``-shared`` (no memory isolation, so they never stand in for a whole GPU).
+* ``gpu_type`` names the real product: LLM Engine's names where the product is the one LLM Engine
+  means by them (``nvidia-tesla-t4``, ``nvidia-ampere-a10``, ``nvidia-ampere-a100``,
+  ``nvidia-hopper-h100``, ``nvidia-hopper-h100-1g20gb``, ``nvidia-hopper-h100-3g40gb``) and
+  ``<vendor>-<family>-<model>`` names of our own for the rest. MIG slices append the profile
+  (``-1g20gb``); time-sliced or MPS shared GPUs append ``-shared`` (no memory isolation, so they
+  never stand in for a whole GPU). It is written to the node label ``llmops.serving/gpu-product``.
+* ``llm_engine_gpu_type`` is what the accelerator label carries: a value of LLM Engine's closed
+  ``GpuType`` enum (``LLM_ENGINE_GPU_TYPES``) that never overstates the GPU (``decide_llm_engine_type``),
+  an explicit ``llm_engine_gpu_types`` mapping, or None with the reason and the mapping that would work.
 * A GPU node without any product information (device plugin only) is ``<vendor>-unknown`` with a
   warning; ``gpu_type_overrides`` (by node name or product) or ``label_aliases`` map it.
 * Labels listed in the node annotation ``llmops.serving/managed-labels`` were written by us and are
@@ -32,6 +36,42 @@ from functools import lru_cache
 
 MANAGED_LABELS_ANNOTATION = "llmops.serving/managed-labels"
 DEFAULT_ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
+# Our own label with the real product (the collection's gpu_type), next to the accelerator label.
+GPU_PRODUCT_LABEL = "llmops.serving/gpu-product"
+
+# LLM Engine's GpuType enum, in its order (pinned upstream
+# model-engine/model_engine_server/domain/entities/gpu_type.py:7-13): the only values its API and
+# its recommended-hardware ConfigMap accept. tests/contract/test_llm_engine_gpu_contract.py parses
+# that file and fails when this list disagrees.
+LLM_ENGINE_GPU_TYPES = (
+    "nvidia-tesla-t4",
+    "nvidia-ampere-a10",
+    "nvidia-ampere-a100",
+    "nvidia-ampere-a100e",
+    "nvidia-hopper-h100",
+    "nvidia-hopper-h100-1g20gb",
+    "nvidia-hopper-h100-3g40gb",
+)
+# Values the LLM endpoint create use case refuses, with the value its message suggests
+# (domain/use_cases/llm_model_endpoint_use_cases.py:1816-1819).
+LLM_ENGINE_GPU_TYPES_REJECTED_ON_CREATE = {"nvidia-ampere-a100e": "nvidia-hopper-h100"}
+# Per-worker limits (cpus, memory, storage) per gpu_type, and what the forwarder sidecar takes from
+# them (common/resource_limits.py:27-54; storage defaults to STORAGE_LIMIT 640Gi there).
+LLM_ENGINE_INSTANCE_LIMITS = {
+    "nvidia-tesla-t4": ("63", "250Gi", "640Gi"),
+    "nvidia-ampere-a10": ("63", "250Gi", "640Gi"),
+    "nvidia-ampere-a100": ("95", "1000Gi", "640Gi"),
+    "nvidia-ampere-a100e": ("95", "1000Gi", "640Gi"),
+    "nvidia-hopper-h100": ("191", "2000Gi", "1300Gi"),
+    "nvidia-hopper-h100-1g20gb": ("47", "500Gi", "640Gi"),
+    "nvidia-hopper-h100-3g40gb": ("95", "1000Gi", "640Gi"),
+}
+LLM_ENGINE_FORWARDER_USAGE = ("1", "2Gi", "1G")
+# The MIG enum values: (whole-GPU type they are slices of, compute slices, memory GB).
+LLM_ENGINE_MIG_TYPES = {
+    "nvidia-hopper-h100-1g20gb": ("nvidia-hopper-h100", 1, 20),
+    "nvidia-hopper-h100-3g40gb": ("nvidia-hopper-h100", 3, 40),
+}
 
 # The toleration LLM Engine puts on every GPU endpoint pod (service template of the chart).
 LLM_ENGINE_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -93,6 +133,9 @@ _PRODUCT_TABLE = (
     # NVIDIA Hopper
     (r"GH200", "nvidia-hopper-gh200", "nvidia", "hopper", 96, None),
     (r"H200", "nvidia-hopper-h200", "nvidia", "hopper", 141, None),
+    (r"H100-NVL", "nvidia-hopper-h100-nvl", "nvidia", "hopper", 94, None),
+    (r"H100-PCIE|H100-\d+GB-PCIE|H100-PCIE-\d+GB", "nvidia-hopper-h100-pcie", "nvidia", "hopper", 80, None),
+    # Any other H100 name (GFD "NVIDIA-H100-80GB-HBM3", GKE/Karpenter "h100", p5/a3/ND H100 v5) is SXM.
     (r"H100", "nvidia-hopper-h100", "nvidia", "hopper", 80, None),
     (r"H800", "nvidia-hopper-h800", "nvidia", "hopper", 80, None),
     (r"H20", "nvidia-hopper-h20", "nvidia", "hopper", 96, None),
@@ -104,8 +147,8 @@ _PRODUCT_TABLE = (
     (r"RTX-6000-ADA", "nvidia-ada-rtx-6000", "nvidia", "ada-lovelace", 48, None),
     (r"RTX-4090", "nvidia-ada-rtx-4090", "nvidia", "ada-lovelace", 24, None),
     # NVIDIA Ampere
-    (r"A100-80GB|A100-SXM4-80GB|A100E", "nvidia-ampere-a100e", "nvidia", "ampere", 80, None),
-    (r"A100", "nvidia-ampere-a100", "nvidia", "ampere", 40, (61440, "nvidia-ampere-a100e", 80)),
+    (r"A100-80GB|A100-SXM4-80GB|A100E", "nvidia-ampere-a100-80gb", "nvidia", "ampere", 80, None),
+    (r"A100", "nvidia-ampere-a100", "nvidia", "ampere", 40, (61440, "nvidia-ampere-a100-80gb", 80)),
     (r"A800", "nvidia-ampere-a800", "nvidia", "ampere", 80, None),
     (r"A10G?", "nvidia-ampere-a10", "nvidia", "ampere", 24, None),
     (r"A30", "nvidia-ampere-a30", "nvidia", "ampere", 24, None),
@@ -143,6 +186,49 @@ for _pattern, _type, _vendor, _family, _gb, _large in _PRODUCT_TABLE:
     KNOWN_GPU_TYPES.setdefault(_type, (_vendor, _family, _gb))
     if _large:
         KNOWN_GPU_TYPES.setdefault(_large[1], (_vendor, _family, _large[2]))
+# An accelerator label set by someone else may hold LLM Engine's name for the A100 80GB (AWS p4de).
+KNOWN_GPU_TYPES.setdefault("nvidia-ampere-a100e", ("nvidia", "ampere", 80))
+
+# What a GPU can do, for the LLM Engine mapping: (memory GB, CUDA compute capability, memory
+# bandwidth GB/s, dense FP16/BF16 Tensor Core TFLOPS), NVIDIA datasheet figures (sparsity figures
+# halved). A name sold in several variants gets its weakest variant's figures. Types without an
+# entry (unknown products, ambiguous family-only labels, other vendors) are never mapped on their own.
+# LLM Engine's whole-GPU names carry the figures of the GPUs its limits were written for
+# (common/resource_limits.py:26-36 names the g4dn (T4), "g5dn" (A10G) and p4d/p4de (A100 SXM4)
+# instance types; its H100 limits, 191 CPUs and 2000Gi, are those of a p5.48xlarge (H100 SXM5)).
+GPU_SPECS = {
+    "nvidia-blackwell-gb200": (186, (10, 0), 8000, 2500),
+    "nvidia-blackwell-b300": (288, (10, 3), 8000, 2250),
+    "nvidia-blackwell-b200": (180, (10, 0), 8000, 2250),
+    "nvidia-blackwell-b100": (180, (10, 0), 8000, 1750),
+    "nvidia-hopper-gh200": (96, (9, 0), 4000, 989),
+    "nvidia-hopper-h200": (141, (9, 0), 4800, 989),
+    "nvidia-hopper-h100": (80, (9, 0), 3350, 989),
+    "nvidia-hopper-h100-nvl": (94, (9, 0), 3900, 835),
+    "nvidia-hopper-h100-pcie": (80, (9, 0), 2000, 756),
+    "nvidia-hopper-h800": (80, (9, 0), 2000, 756),
+    "nvidia-hopper-h20": (96, (9, 0), 4000, 148),
+    "nvidia-ada-l40s": (48, (8, 9), 864, 362),
+    "nvidia-ada-l40": (48, (8, 9), 864, 181),
+    "nvidia-ada-l20": (48, (8, 9), 864, 119),
+    "nvidia-ada-l4": (24, (8, 9), 300, 121),
+    "nvidia-ada-rtx-6000": (48, (8, 9), 960, 364),
+    "nvidia-ada-rtx-4090": (24, (8, 9), 1008, 165),
+    "nvidia-ampere-a100-80gb": (80, (8, 0), 1935, 312),
+    "nvidia-ampere-a100e": (80, (8, 0), 2039, 312),
+    "nvidia-ampere-a100": (40, (8, 0), 1555, 312),
+    "nvidia-ampere-a800": (80, (8, 0), 1935, 312),
+    "nvidia-ampere-a10": (24, (8, 6), 600, 125),
+    "nvidia-ampere-a30": (24, (8, 0), 933, 165),
+    "nvidia-ampere-a40": (48, (8, 6), 696, 150),
+    "nvidia-ampere-rtx-a6000": (48, (8, 6), 768, 155),
+    "nvidia-ampere-rtx-3090": (24, (8, 6), 936, 71),
+    "nvidia-tesla-t4": (16, (7, 5), 320, 65),
+    "nvidia-tesla-v100": (16, (7, 0), 900, 125),
+    "nvidia-tesla-v100-32gb": (32, (7, 0), 900, 125),
+    "nvidia-tesla-p100": (16, (6, 0), 732, 19),
+}
+_SPEC_NAMES = ("memory", "compute capability", "memory bandwidth", "FP16 Tensor throughput")
 
 # Family + per-GPU memory (MiB, label values are minimums that vary with the driver) to a type,
 # only where one data-center product owns the range. Other combinations are ambiguous.
@@ -152,10 +238,9 @@ _FAMILY_MEMORY_TABLE = (
     ("volta", 30720, 32768, "nvidia-tesla-v100-32gb"),
     ("ampere", 21500, 23552, "nvidia-ampere-a10"),
     ("ampere", 38000, 41000, "nvidia-ampere-a100"),
-    ("ampere", 76000, 82000, "nvidia-ampere-a100e"),
+    ("ampere", 76000, 82000, "nvidia-ampere-a100-80gb"),
     ("ada-lovelace", 21500, 23552, "nvidia-ada-l4"),
-    ("hopper", 76000, 82000, "nvidia-hopper-h100"),
-    ("hopper", 92000, 96000, "nvidia-hopper-h100"),
+    # Hopper with 80 GB may be SXM or PCIe, with 94-96 GB an H100 NVL or a GH200: ambiguous.
     ("hopper", 138000, 145000, "nvidia-hopper-h200"),
     ("blackwell", 176000, 186000, "nvidia-blackwell-b200"),
 )
@@ -326,10 +411,84 @@ def instance_type_product(instance_type):
 
 
 # --------------------------------------------------------------------------------------------------
+# LLM Engine gpu_type
+# --------------------------------------------------------------------------------------------------
+def _shortfalls(specs, reference):
+    """Names of the figures in which ``specs`` fall short of ``reference`` (empty: it dominates)."""
+    return [_SPEC_NAMES[i] for i in range(len(_SPEC_NAMES)) if specs[i] < reference[i]]
+
+
+def _spec_text(specs):
+    return "%d GB, compute %d.%d, %d GB/s, %d FP16 TFLOPS" % (specs[0], specs[1][0], specs[1][1], specs[2], specs[3])
+
+
+def _whole_llm_types():
+    """LLM Engine's whole-GPU types an endpoint can be created on, most capable first."""
+    names = [t for t in LLM_ENGINE_GPU_TYPES
+             if t not in LLM_ENGINE_MIG_TYPES and t not in LLM_ENGINE_GPU_TYPES_REJECTED_ON_CREATE]
+    return sorted(names, key=lambda t: (GPU_SPECS[t][3], GPU_SPECS[t][2], GPU_SPECS[t][0]), reverse=True)
+
+
+def decide_llm_engine_type(gpu_type, base_type=None, vendor="nvidia", sharing="none", profile=None):
+    """The LLM Engine gpu_type that never overstates a GPU: (llm_type, reason, suggestion).
+
+    ``gpu_type`` is the collection's name of the GPU (or MIG slice), ``base_type`` the whole GPU's
+    name for a MIG slice, ``profile`` the MIG profile ("3g.71gb"). A whole GPU gets the most capable
+    of LLM Engine's whole-GPU types whose reference GPU it matches or beats in memory, compute
+    capability, memory bandwidth and FP16 Tensor throughput (GPU_SPECS), so an endpoint sized for
+    that type runs at least as well on it: an H200 is an H100, an L40S an A10 (an A100 has more
+    bandwidth). A MIG slice gets an H100 MIG type only when its GPU is at least an H100 and the slice
+    has at least that type's compute slices and memory. Types LLM Engine refuses on create
+    (``nvidia-ampere-a100e``) are never chosen. Without a fit, llm_type is None, ``reason`` says why
+    and ``suggestion`` names the closest type for an explicit mapping (or None).
+    """
+    if vendor != "nvidia":
+        return None, ("LLM Engine endpoint pods request nvidia.com/gpu and run CUDA images; %s GPUs cannot "
+                      "serve them" % vendor), None
+    if sharing in ("time-slicing", "mps"):
+        return None, ("the GPUs are shared (%s) without memory isolation, so an endpoint would not get the "
+                      "memory its gpu_type promises; turn sharing off for LLM Engine nodes" % sharing), None
+    if gpu_type in LLM_ENGINE_GPU_TYPES and gpu_type not in LLM_ENGINE_GPU_TYPES_REJECTED_ON_CREATE:
+        return gpu_type, None, None
+    if profile:
+        parent = GPU_SPECS.get(base_type)
+        slices = _to_int(profile.split("g.", 1)[0])
+        slice_gb = _profile_gb(profile)
+        if parent is None or not slices or not slice_gb:
+            return None, "MIG slice %s of %s: the GPU's figures are unknown" % (profile, base_type), None
+        fits = []
+        by_size = sorted(LLM_ENGINE_MIG_TYPES.items(), key=lambda kv: kv[1][1:], reverse=True)
+        for mig_type, (whole, need_slices, need_gb) in by_size:
+            short = _shortfalls(parent, GPU_SPECS[whole])
+            if short:
+                return None, ("MIG slice %s of %s: LLM Engine's MIG types are slices of an %s, and this GPU has "
+                              "less %s (%s against %s)" % (profile, base_type, whole, ", ".join(short),
+                                                           _spec_text(parent), _spec_text(GPU_SPECS[whole]))), None
+            if slices >= need_slices and slice_gb >= need_gb:
+                fits.append(mig_type)
+        if fits:
+            return fits[0], None, None
+        known = ", ".join("%s = %dg.%dgb" % (t, v[1], v[2]) for t, v in sorted(LLM_ENGINE_MIG_TYPES.items()))
+        return None, "MIG slice %s is smaller than every LLM Engine MIG type (%s)" % (profile, known), None
+    specs = GPU_SPECS.get(gpu_type)
+    if specs is None:
+        return None, ("%s is not a GPU whose figures this collection knows, so no LLM Engine type is known "
+                      "not to overstate it" % gpu_type), None
+    candidates = _whole_llm_types()
+    for llm_type in candidates:
+        if not _shortfalls(specs, GPU_SPECS[llm_type]):
+            return llm_type, None, None
+    closest = min(candidates, key=lambda t: (len(_shortfalls(specs, GPU_SPECS[t])), -GPU_SPECS[t][3]))
+    return None, ("%s (%s) falls short of every LLM Engine type; the closest, %s (%s), has more %s" % (
+        gpu_type, _spec_text(specs), closest, _spec_text(GPU_SPECS[closest]),
+        ", ".join(_shortfalls(specs, GPU_SPECS[closest])))), closest
+
+
+# --------------------------------------------------------------------------------------------------
 # Options
 # --------------------------------------------------------------------------------------------------
 def build_options(accelerator_label=DEFAULT_ACCELERATOR_LABEL, gpu_type_overrides=None,
-                  label_aliases=None, plan_labels=False):
+                  label_aliases=None, plan_labels=False, llm_engine_gpu_types=None):
     """Validate the user's options; raise DiscoveryError naming the input and the fix."""
     errors = []
     if not is_valid_label_key(accelerator_label):
@@ -357,6 +516,19 @@ def build_options(accelerator_label=DEFAULT_ACCELERATOR_LABEL, gpu_type_override
                 key, meaning, ", ".join(ALIAS_MEANINGS)))
             continue
         aliases[key] = meaning
+    llm_types = {}
+    for key, value in (llm_engine_gpu_types or {}).items():
+        if value in LLM_ENGINE_GPU_TYPES_REJECTED_ON_CREATE:
+            usable = [t for t in LLM_ENGINE_GPU_TYPES if t not in LLM_ENGINE_GPU_TYPES_REJECTED_ON_CREATE]
+            errors.append(
+                "llm_engine_gpu_types[%r] = %r: LLM Engine refuses that type when an endpoint is created "
+                "(\"migrated A100 usage to H100\"); use one of %s" % (key, value, ", ".join(usable)))
+        elif value not in LLM_ENGINE_GPU_TYPES:
+            errors.append(
+                "llm_engine_gpu_types[%r] = %r is not an LLM Engine gpu_type: its server accepts only %s" % (
+                    key, value, ", ".join(LLM_ENGINE_GPU_TYPES)))
+        else:
+            llm_types[str(key)] = value
     if errors:
         raise DiscoveryError("; ".join(errors))
     return {
@@ -365,6 +537,8 @@ def build_options(accelerator_label=DEFAULT_ACCELERATOR_LABEL, gpu_type_override
         "overrides_by_product": dict((normalize_product(k), v) for k, v in overrides.items()),
         "label_aliases": aliases,
         "plan_labels": bool(plan_labels),
+        "llm_engine_gpu_types": llm_types,
+        "llm_types_by_name": dict((normalize_product(k), v) for k, v in llm_types.items()),
     }
 
 
@@ -712,7 +886,15 @@ def classify_node(node, options, allocated=None):
         gpus.append(_gpu_entry(gpu_type, _primary_resource(resources, vendor), resources, allocated, mem, gb,
                                mig_profile, raw_product or resolved["product"]))
 
+    for gpu in gpus:
+        gpu["llm_engine_gpu_type"], gpu["llm_engine_reason"] = llm_engine_type_of(
+            name, gpu, resolved, base_type, vendor, mode, options)
     primary = max(gpus, key=lambda g: (g["allocatable"], g["gpu_type"]))
+    single = len(set(g["gpu_type"] for g in gpus)) == 1
+    already_said = set(code for code, _msg in notes) & {"unknown_product", "ambiguous_product", "unlabeled_gpu_node"}
+    if single and vendor == "nvidia" and primary["llm_engine_gpu_type"] is None and not already_said:
+        notes.append(("no_llm_engine_type", "node %s (%s): no LLM Engine gpu_type fits: %s" % (
+            name, primary["gpu_type"], primary["llm_engine_reason"])))
     taints, tolerations_needed = _taint_facts(node)
     spec = node.get("spec") or {}
     status = node.get("status") or {}
@@ -745,6 +927,9 @@ def classify_node(node, options, allocated=None):
         "vendor": vendor,
         "gpu_type": primary["gpu_type"],
         "gpu_types": sorted(set(g["gpu_type"] for g in gpus)),
+        "llm_engine_gpu_type": primary["llm_engine_gpu_type"] if single else None,
+        "llm_engine_reason": primary["llm_engine_reason"] if single else (
+            "the node offers several GPU types (MIG mixed); one accelerator label cannot name them all"),
         "gpus": gpus,
         "product": raw_product or resolved["product"],
         "product_label": resolved["raw_product_key"],
@@ -788,7 +973,29 @@ def classify_node(node, options, allocated=None):
     }
 
 
-_PROFILE_KEYS = ("profile", "gpu_type", "resource_name", "allocatable", "memory_mib")
+_PROFILE_KEYS = ("profile", "gpu_type", "resource_name", "allocatable", "memory_mib", "llm_engine_gpu_type")
+
+
+def llm_engine_type_of(name, gpu, resolved, base_type, vendor, mode, options):
+    """(LLM Engine gpu_type, reason) of one GPU entry of a node: an explicit llm_engine_gpu_types
+    mapping (node name, then product label value, then the collection's gpu_type) or the decision."""
+    by_name = options.get("llm_types_by_name") or {}
+    mapped = (options.get("llm_engine_gpu_types") or {}).get(name)
+    for key in (gpu["product"], resolved.get("product"), gpu["gpu_type"], base_type):
+        if mapped is None and key:
+            mapped = by_name.get(normalize_product(key))
+    if mapped is not None:
+        return mapped, None
+    llm_type, reason, suggestion = decide_llm_engine_type(
+        gpu["gpu_type"], base_type, vendor, mode, gpu["profile"] if mode in ("mig-single", "mig-mixed") else None)
+    if llm_type is not None or vendor != "nvidia":
+        return llm_type, reason
+    key = gpu["product"] or name
+    if suggestion:
+        return None, ("%s. If endpoints that ask for %s may land here anyway, map it: "
+                      "gpu_discovery_llm_engine_gpu_types: {%r: %s}" % (reason, suggestion, key, suggestion))
+    return None, ("%s. To use it anyway, map it to one of %s: gpu_discovery_llm_engine_gpu_types: {%r: <gpu_type>}"
+                  % (reason, ", ".join(_whole_llm_types() + sorted(LLM_ENGINE_MIG_TYPES)), key))
 
 
 def _profile_gb(profile):
@@ -896,57 +1103,74 @@ def add_pod_allocations(allocations, pods):
 # --------------------------------------------------------------------------------------------------
 # Label plan
 # --------------------------------------------------------------------------------------------------
-def plan_label_change(node, record, options):
-    """The accelerator-label change for one node as {node, action, label, old_value, new_value, patch}.
+def desired_labels(record, options):
+    """{label: value or None} a GPU node should carry: the accelerator label with its LLM Engine
+    gpu_type and GPU_PRODUCT_LABEL with the collection's gpu_type. None: the label should not be
+    there (no LLM Engine type fits, or a MIG mixed node with several types, or not a GPU node)."""
+    acc = options["accelerator_label"]
+    single = record is not None and len(record["gpu_types"]) == 1
+    return {
+        acc: record["llm_engine_gpu_type"] if single else None,
+        GPU_PRODUCT_LABEL: record["gpu_types"][0] if single else None,
+    }
 
-    Only ``accelerator_label`` is touched, and only changed or removed when the managed-labels
-    annotation says we set it; a value set by someone else is a conflict (reported, not touched).
-    A node whose GPUs are of several types (MIG mixed with several profiles) gets no label: one
-    label cannot name them all.
+
+def plan_label_change(node, record, options):
+    """The label change for one node as {node, action, label, old_value, new_value, patch}.
+
+    Only the accelerator label and GPU_PRODUCT_LABEL are touched, and each is only changed or
+    removed when the managed-labels annotation says we set it; a value set by someone else is a
+    conflict (reported, not touched). ``label``, ``old_value`` and ``new_value`` describe the
+    accelerator label; ``patch`` holds every change. Returns (change or None, conflict, desired
+    accelerator value).
     """
     meta = node.get("metadata") or {}
     name = meta.get("name")
     labels = meta.get("labels") or {}
     acc = options["accelerator_label"]
     managed = managed_label_keys(node)
-    desired = None
-    if record is not None and len(record["gpu_types"]) == 1:
-        desired = record["gpu_types"][0]
-    current = labels.get(acc)
+    wanted = desired_labels(record, options)
     label_patch = {}
     new_managed = set(managed)
-    action = None
+    actions = []
     conflict = False
-    if desired is not None:
-        if current == desired:
-            pass
-        elif current is None:
-            label_patch[acc] = desired
-            new_managed.add(acc)
-            action = "add"
-        elif acc in managed:
-            label_patch[acc] = desired
-            action = "update"
-        else:
-            conflict = True
-    elif current is not None and acc in managed:
-        label_patch[acc] = None
-        new_managed.discard(acc)
-        action = "remove"
+    for key in (acc, GPU_PRODUCT_LABEL):
+        desired = wanted[key]
+        current = labels.get(key)
+        if desired is not None:
+            if current == desired:
+                continue
+            if current is None:
+                label_patch[key] = desired
+                new_managed.add(key)
+                actions.append("add")
+            elif key in managed:
+                label_patch[key] = desired
+                actions.append("update")
+            elif key == acc:
+                conflict = True
+        elif current is not None and key in managed:
+            label_patch[key] = None
+            new_managed.discard(key)
+            actions.append("remove")
+        elif current is not None and key == acc and record is not None:
+            conflict = True  # someone else's value where no LLM Engine type fits
     # Other keys in the annotation (set under another accelerator_label) are kept as they are:
     # another play may still rely on them.
     if not label_patch and new_managed == managed:
-        return None, conflict, desired
+        return None, conflict, wanted[acc]
     annotations = {MANAGED_LABELS_ANNOTATION: ",".join(sorted(new_managed)) if new_managed else None}
+    current = labels.get(acc)
     change = {
         "node": name,
-        "action": action,
+        "action": actions[0] if len(set(actions)) == 1 else "update",
         "label": acc,
         "old_value": current,
         "new_value": label_patch.get(acc, current),
+        "labels": dict((k, {"old_value": labels.get(k), "new_value": v}) for k, v in sorted(label_patch.items())),
         "patch": {"metadata": {"labels": label_patch, "annotations": annotations}},
     }
-    return change, conflict, desired
+    return change, conflict, wanted[acc]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -972,9 +1196,10 @@ class LabelIndex(object):
         return set(self.all_nodes) if result is None else set(result)
 
 
-# Tiers in order of preference: labels that identify the GPU model, then family + memory, then the
-# accelerator label (existing or applied by the role), then the hostname of a single node.
-SELECTOR_TIERS = ("product", "family-memory", "accelerator-label", "hostname")
+# Tiers in order of preference: labels that identify the GPU model, then family + memory, then our
+# GPU_PRODUCT_LABEL (existing or applied by the role), then the accelerator label where it names
+# this very type, then the hostname of a single node.
+SELECTOR_TIERS = ("product", "family-memory", "gpu-product-label", "accelerator-label", "hostname")
 
 
 def _selector_candidates(record, gpu, labels, options, planned_value):
@@ -997,6 +1222,8 @@ def _selector_candidates(record, gpu, labels, options, planned_value):
         if fam_key and mem_key and labels.get(fam_key) and labels.get(mem_key):
             cands["family-memory"].append({fam_key: labels[fam_key], mem_key: labels[mem_key]})
     acc = options["accelerator_label"]
+    if labels.get(GPU_PRODUCT_LABEL) == gpu["gpu_type"]:
+        cands["gpu-product-label"].append({GPU_PRODUCT_LABEL: gpu["gpu_type"]})
     if planned_value == gpu["gpu_type"]:
         cands["accelerator-label"].append({acc: gpu["gpu_type"]})
     if labels.get(L_HOSTNAME):
@@ -1077,10 +1304,16 @@ def discover(nodes, options, allocations=None):
             records.append(record)
             record_by_name[name] = record
     for name, current, desired in conflicts:
+        if current in LLM_ENGINE_GPU_TYPES:
+            fix = "Remove the label, or set gpu_discovery_llm_engine_gpu_types: {%r: %r} to agree with it" % (
+                name, current)
+        else:
+            fix = ("LLM Engine accepts only %s, so endpoints can never ask for %s: remove the label and let the "
+                   "role set it" % (", ".join(LLM_ENGINE_GPU_TYPES), current))
+        says = desired or "no LLM Engine type fits (see llm_engine_reason)"
         warnings.append({"code": "accelerator_label_conflict", "node": name, "message": (
-            "node %s: label %s=%s was not set by llmops.serving, so it is left alone; discovery says %s. "
-            "Remove the label or set gpu_type_overrides: {%r: %r} to agree with it" % (
-                name, acc, current, desired, name, current))})
+            "node %s: label %s=%s was not set by llmops.serving, so it is left alone; discovery says %s. %s" % (
+                name, acc, current, says, fix))})
     for record in records:
         if record["sharing"]["mode"] == "mig-mixed" and len(record["gpu_types"]) > 1:
             warnings.append({"code": "mig_mixed_node", "node": record["name"], "message": (
@@ -1159,6 +1392,7 @@ def _aggregate_types(records, post_labels, planned_values, options, index, warni
         products = sorted(set(g["product"] for _r, g in entries if g["product"]))
         families = sorted(set(r["family"] for r, _g in entries if r["family"]))
         modes = sorted(set(r["sharing"]["mode"] for r, _g in entries))
+        llm_types = sorted(set(g["llm_engine_gpu_type"] for _r, g in entries), key=lambda t: t or "")
         types[gpu_type] = {
             "nodes": node_names,
             "gpus_total": sum(g["allocatable"] for _r, g in entries),
@@ -1178,7 +1412,9 @@ def _aggregate_types(records, post_labels, planned_values, options, index, warni
             "sharing": modes[0] if len(modes) == 1 else ",".join(modes),
             "ephemeral_storage_bytes_min": min(ephemeral) if ephemeral else None,
             "runtime_class": "nvidia" if any(r["runtime_class"] for r, _g in entries) else None,
-            "labeled_nodes": sorted(r["name"] for r, _g in entries if planned_values.get(r["name"]) == gpu_type),
+            "llm_engine_gpu_type": llm_types[0] if len(llm_types) == 1 else None,
+            "labeled_nodes": sorted(r["name"] for r, g in entries if g["llm_engine_gpu_type"]
+                                    and planned_values.get(r["name"]) == g["llm_engine_gpu_type"]),
             "llm_engine_compatible": False,
             "llm_engine_reason": None,
         }
@@ -1221,61 +1457,90 @@ def _override_warnings(records, options, warnings):
 # --------------------------------------------------------------------------------------------------
 # LLM Engine recommended hardware
 # --------------------------------------------------------------------------------------------------
+def _type_reason(info, entries):
+    """Why LLM Engine endpoint pods cannot use a GPU type at all, or None."""
+    llm_types = sorted(set(g["llm_engine_gpu_type"] for _r, g in entries), key=lambda t: t or "")
+    if info["resource_name"] != LLM_ENGINE_GPU_RESOURCE:
+        return "exposed as %s; LLM Engine endpoint pods request %s" % (info["resource_name"], LLM_ENGINE_GPU_RESOURCE)
+    if None in llm_types:
+        return [g["llm_engine_reason"] for _r, g in entries if g["llm_engine_gpu_type"] is None][0]
+    if len(llm_types) > 1:
+        return ("its nodes map to different LLM Engine types (%s): map them alike with "
+                "gpu_discovery_llm_engine_gpu_types" % ", ".join(llm_types))
+    if info["sharing"] not in ("none", "mig-single"):
+        return "GPUs are shared (%s) without memory isolation" % info["sharing"]
+    if not info["gpu_memory_gb"]:
+        return "GPU memory unknown"
+    return None
+
+
+def _usable_limits(llm_type):
+    """(cpus, memory GiB, storage GiB) a worker of ``llm_type`` may request: LLM Engine's limit for
+    the type minus what its forwarder sidecar takes (LLM_ENGINE_INSTANCE_LIMITS)."""
+    limits = LLM_ENGINE_INSTANCE_LIMITS[llm_type]
+    usable = [parse_quantity(limits[i]) - parse_quantity(LLM_ENGINE_FORWARDER_USAGE[i]) for i in range(3)]
+    return int(math.floor(usable[0])), int(math.floor(usable[1] / GIB)), int(math.floor(usable[2] / GIB))
+
+
 def recommended_hardware(types, records, planned_values):
     """``recommendedHardware`` for the LLM Engine chart: {byGpuMemoryGb: [...], byModelName: []}.
 
-    A type qualifies when LLM Engine can place pods on it: whole (not time-sliced) GPUs exposed as
-    ``nvidia.com/gpu``, nodes that carry (or will carry) ``<accelerator_label>=<gpu_type>``, are Ready,
-    uncordoned and have no taint the endpoint pods do not tolerate, and a known memory size. For each
-    GPU count (1, 2, 4, ... up to the largest node), cpus and memory are the share of the smallest
-    such node (90%, one CPU kept back for the forwarder and daemons), and storage is what the model
-    needs (1.25 x GPU memory) but never more than 90% of the smallest node's ephemeral storage.
-    Entries are sorted by gpu_memory_le; for equal memory the entry with fewer GPUs wins.
+    Rows name LLM Engine gpu_types only. A GPU type qualifies when LLM Engine can place pods on it:
+    an LLM Engine gpu_type fits it (or is mapped), whole (not time-sliced) GPUs exposed as
+    ``nvidia.com/gpu``, nodes that carry (or will carry) ``<accelerator_label>=<llm_engine_gpu_type>``,
+    are Ready, uncordoned and have no taint the endpoint pods do not tolerate, and a known memory
+    size. Nodes are then pooled per LLM Engine gpu_type (an endpoint asking for it may land on any
+    of them): ``gpu_memory_le`` counts the smallest real GPU memory of the pool (an H200 pooled as
+    ``nvidia-hopper-h100`` counts 141 GB). For each GPU count (1, 2, 4, ... up to the largest node),
+    cpus and memory are the share of the smallest such node (90%, one CPU kept back for the
+    forwarder and daemons) and storage what the model needs (1.25 x GPU memory) but never more than
+    90% of the smallest node's ephemeral storage; each is capped at what LLM Engine allows per
+    worker of that type. Entries are sorted by gpu_memory_le; for equal memory fewer GPUs win.
     """
     by_name = dict((r["name"], r) for r in records)
-    entries = []
+    pools = {}
     for gpu_type, info in sorted(types.items()):
-        reason = None
-        if info["resource_name"] != LLM_ENGINE_GPU_RESOURCE:
-            reason = "exposed as %s; LLM Engine endpoint pods request %s" % (
-                info["resource_name"], LLM_ENGINE_GPU_RESOURCE)
-        elif info["sharing"] not in ("none", "mig-single"):
-            reason = "GPUs are shared (%s) without memory isolation" % info["sharing"]
-        elif not info["gpu_memory_gb"]:
-            reason = "GPU memory unknown"
+        entries = [(by_name[n], g) for n in info["nodes"] for g in by_name[n]["gpus"] if g["gpu_type"] == gpu_type]
+        reason = _type_reason(info, entries)
         hosts = []
         if reason is None:
-            for node_name in info["labeled_nodes"]:
-                record = by_name[node_name]
-                gpu = [g for g in record["gpus"] if g["gpu_type"] == gpu_type][0]
+            for record, gpu in entries:
+                if planned_values.get(record["name"]) != gpu["llm_engine_gpu_type"]:
+                    continue
                 if record["schedulable"] and not record["blocks_gpu_pods"] and gpu["allocatable"] > 0:
                     hosts.append((record, gpu))
             if not hosts:
-                reason = "no Ready, uncordoned node without blocking taints carries %s" % gpu_type
+                reason = "no Ready, uncordoned node without blocking taints carries the accelerator label %s" % (
+                    info["llm_engine_gpu_type"])
         info["llm_engine_compatible"] = reason is None
         info["llm_engine_reason"] = reason
-        if reason is not None:
-            continue
-        max_gpus = max(g["allocatable"] for _r, g in hosts)
-        capacity = sum(g["allocatable"] for _r, g in hosts)
+        if reason is None:
+            pools.setdefault(info["llm_engine_gpu_type"], []).extend(
+                (record, gpu, info["gpu_memory_gb"]) for record, gpu in hosts)
+    entries = []
+    for llm_type, hosts in sorted(pools.items()):
+        max_cpus, max_memory_gib, max_storage_gib = _usable_limits(llm_type)
+        memory_gb = min(gb for _r, _g, gb in hosts)
+        max_gpus = max(g["allocatable"] for _r, g, _gb in hosts)
+        capacity = sum(g["allocatable"] for _r, g, _gb in hosts)
         count = 1
         while count <= max_gpus:
-            fit = [(r, g) for r, g in hosts if g["allocatable"] >= count]
+            fit = [(r, g) for r, g, _gb in hosts if g["allocatable"] >= count]
             cpus = min(max(1, int(math.floor((r["cpu_allocatable_millicores"] or 0) / 1000.0
                                              * count / g["allocatable"] * 0.9)) - 1) for r, g in fit)
             memory_gib = min(int(math.floor((r["memory_allocatable_bytes"] or 0) / float(GIB)
                                             * count / g["allocatable"] * 0.9)) for r, g in fit)
             ephemeral_gib = min(int(math.floor((r["ephemeral_storage_allocatable_bytes"] or 0) / float(GIB) * 0.9))
                                 for r, _g in fit)
-            gpu_memory_le = info["gpu_memory_gb"] * count
-            storage_gib = min(int(math.ceil(gpu_memory_le * 1.25)), ephemeral_gib)
-            entries.append(((gpu_memory_le, count, -capacity, gpu_type), {
+            gpu_memory_le = memory_gb * count
+            storage_gib = min(int(math.ceil(gpu_memory_le * 1.25)), ephemeral_gib, max_storage_gib)
+            entries.append(((gpu_memory_le, count, -capacity, llm_type), {
                 "gpu_memory_le": gpu_memory_le,
-                "cpus": max(1, cpus),
+                "cpus": max(1, min(cpus, max_cpus)),
                 "gpus": count,
-                "memory": "%dGi" % max(1, memory_gib),
+                "memory": "%dGi" % max(1, min(memory_gib, max_memory_gib)),
                 "storage": "%dGi" % max(1, storage_gib),
-                "gpu_type": gpu_type,
+                "gpu_type": llm_type,
                 "nodes_per_worker": 1,
             }))
             count *= 2

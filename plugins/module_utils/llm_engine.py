@@ -39,6 +39,12 @@ from urllib.parse import quote, urlencode
 from ansible.module_utils.basic import env_fallback
 from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible.module_utils.urls import Request
+from ansible_collections.llmops.serving.plugins.module_utils.gpu import (
+    LLM_ENGINE_FORWARDER_USAGE,
+    LLM_ENGINE_GPU_TYPES,
+    LLM_ENGINE_GPU_TYPES_REJECTED_ON_CREATE,
+    LLM_ENGINE_INSTANCE_LIMITS,
+)
 
 API_PREFIX = "/v1/llm"
 
@@ -49,16 +55,9 @@ FRAMEWORKS = ("vllm", "sglang", "text_generation_inference", "deepspeed", "light
 # CreateLLMModelEndpointV1UseCase: these frameworks serve only streaming endpoints.
 STREAMING_ONLY_FRAMEWORKS = ("vllm", "text_generation_inference", "lightllm", "tensorrt_llm")
 ENDPOINT_TYPES = ("sync", "async", "streaming")
-GPU_TYPES = (
-    "nvidia-tesla-t4",
-    "nvidia-ampere-a10",
-    "nvidia-ampere-a100",
-    "nvidia-ampere-a100e",
-    "nvidia-hopper-h100",
-    "nvidia-hopper-h100-1g20gb",
-    "nvidia-hopper-h100-3g40gb",
-)
-GPU_TYPES_REJECTED_ON_CREATE = {"nvidia-ampere-a100e": "nvidia-hopper-h100"}
+# LLM Engine's GpuType values and the ones refused on create: one table, in module_utils/gpu.py.
+GPU_TYPES = LLM_ENGINE_GPU_TYPES
+GPU_TYPES_REJECTED_ON_CREATE = LLM_ENGINE_GPU_TYPES_REJECTED_ON_CREATE
 QUANTIZATIONS = ("bitsandbytes", "awq")
 SUPPORTED_QUANTIZATIONS = {
     "vllm": ("awq",),
@@ -83,16 +82,8 @@ CHECKPOINT_PREFIXES = ("s3://", "azure://", "gs://")
 CHAT_TEMPLATE_MAX_LENGTH = 10000
 # Instance limits per GPU type (cpus, memory, storage) and what the HTTP forwarder sidecar takes
 # from them (common/resource_limits.py); the user's request plus the forwarder must fit.
-INSTANCE_LIMITS = {
-    "nvidia-tesla-t4": ("63", "250Gi", "640Gi"),
-    "nvidia-ampere-a10": ("63", "250Gi", "640Gi"),
-    "nvidia-ampere-a100": ("95", "1000Gi", "640Gi"),
-    "nvidia-ampere-a100e": ("95", "1000Gi", "640Gi"),
-    "nvidia-hopper-h100": ("191", "2000Gi", "1300Gi"),
-    "nvidia-hopper-h100-1g20gb": ("47", "500Gi", "640Gi"),
-    "nvidia-hopper-h100-3g40gb": ("95", "1000Gi", "640Gi"),
-}
-FORWARDER_USAGE = ("1", "2Gi", "1G")
+INSTANCE_LIMITS = LLM_ENGINE_INSTANCE_LIMITS
+FORWARDER_USAGE = LLM_ENGINE_FORWARDER_USAGE
 
 # vLLM engine arguments the server accepts (common/dtos/llms/vllm.py VLLMEndpointAdditionalArgs).
 # Any other name would be dropped silently by the server, so the module rejects it.

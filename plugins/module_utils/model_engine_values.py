@@ -402,15 +402,29 @@ def gpu_tolerations(gpu_types):
     return result
 
 
-def image_cache_devices(gpu_types, accelerator_label=ACCELERATOR_LABEL):
-    """imageCache.devices entries: one per discovered GPU type, on that type's accelerator label."""
-    devices = []
+def llm_engine_gpu_types(gpu_types):
+    """{LLM Engine gpu_type: [discovered gpu_type, ...]} for the types whose nodes carry an accelerator
+    label (gpu_discovery's llm_engine_gpu_type; a type record without that key names itself)."""
+    found = {}
     for gpu_type in sorted(gpu_types or {}):
-        info = gpu_types[gpu_type] or {}
-        device = {"name": gpu_type, "nodeSelector": {accelerator_label: gpu_type}}
-        tolerations = info.get("tolerations") or []
+        llm_type = (gpu_types[gpu_type] or {}).get("llm_engine_gpu_type", gpu_type)
+        if llm_type:
+            found.setdefault(llm_type, []).append(gpu_type)
+    return found
+
+
+def image_cache_devices(gpu_types, accelerator_label=ACCELERATOR_LABEL):
+    """imageCache.devices entries: one per accelerator label value (LLM Engine gpu_type) in use."""
+    devices = []
+    for llm_type, names in sorted(llm_engine_gpu_types(gpu_types).items()):
+        device = {"name": llm_type, "nodeSelector": {accelerator_label: llm_type}}
+        tolerations = []
+        for name in names:
+            for toleration in (gpu_types[name] or {}).get("tolerations") or []:
+                if toleration not in tolerations:
+                    tolerations.append(copy.deepcopy(toleration))
         if tolerations:
-            device["tolerations"] = copy.deepcopy(tolerations)
+            device["tolerations"] = tolerations
         devices.append(device)
     return devices
 
@@ -433,10 +447,11 @@ def validate_recommended_hardware(hardware, gpu_types, errors):
             if missing:
                 errors.append("%s lacks %s" % (where, ", ".join(missing)))
                 continue
-            if gpu_types and row["gpu_type"] not in gpu_types:
-                errors.append("%s uses gpu_type %r, but no such GPU was discovered (found: %s); "
-                              "fix the row or label the nodes" % (where, row["gpu_type"],
-                                                                  ", ".join(sorted(gpu_types))))
+            usable = llm_engine_gpu_types(gpu_types)
+            if gpu_types and row["gpu_type"] not in usable:
+                errors.append("%s uses gpu_type %r, but no discovered GPU carries that accelerator label "
+                              "(LLM Engine types in use: %s); fix the row or label the nodes" % (
+                                  where, row["gpu_type"], ", ".join(sorted(usable)) or "none"))
     unknown_tables = sorted(set(hardware) - {"byGpuMemoryGb", "byModelName"})
     if unknown_tables:
         errors.append("model_engine_recommended_hardware has unknown keys %s (known: byGpuMemoryGb, "

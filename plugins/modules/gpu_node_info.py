@@ -26,12 +26,25 @@ description:
     scheme, canonical C(gpu_type), taints, readiness and allocatable CPU, memory and ephemeral
     storage; per GPU type the node selector that matches exactly that type's nodes and no other
     node; and C(recommendedHardware) entries for the LLM Engine Helm chart.
-  - C(gpu_type) uses LLM Engine's names where they exist (C(nvidia-tesla-t4), C(nvidia-ampere-a10)
-    for A10 and A10G, C(nvidia-ampere-a100), C(nvidia-ampere-a100e) for 80 GB,
-    C(nvidia-hopper-h100), C(nvidia-hopper-h100-1g20gb), C(nvidia-hopper-h100-3g40gb)) and
-    C(<vendor>-<family>-<model>) names for the rest (C(nvidia-ada-l4), C(nvidia-ada-l40),
+  - C(gpu_type) names the real product, with LLM Engine's names where the product is the one LLM
+    Engine means by them (C(nvidia-tesla-t4), C(nvidia-ampere-a10) for A10 and A10G,
+    C(nvidia-ampere-a100) for A100 40GB, C(nvidia-hopper-h100) for H100 SXM,
+    C(nvidia-hopper-h100-1g20gb), C(nvidia-hopper-h100-3g40gb)) and
+    C(<vendor>-<family>-<model>) names for the rest (C(nvidia-ampere-a100-80gb),
+    C(nvidia-hopper-h100-pcie), C(nvidia-hopper-h100-nvl), C(nvidia-ada-l4), C(nvidia-ada-l40),
     C(nvidia-ada-l40s), C(nvidia-hopper-h200), C(nvidia-blackwell-b200), C(amd-instinct-mi300x) ...).
     MIG slices append the profile (C(-1g20gb)), time-sliced or MPS GPUs append C(-shared).
+  - C(llm_engine_gpu_type) is the value of LLM Engine's closed C(GpuType) enum (C(nvidia-tesla-t4),
+    C(nvidia-ampere-a10), C(nvidia-ampere-a100), C(nvidia-ampere-a100e), C(nvidia-hopper-h100),
+    C(nvidia-hopper-h100-1g20gb), C(nvidia-hopper-h100-3g40gb); its server rejects any other value)
+    that never overstates the GPU - the most capable type whose reference GPU it matches or beats in
+    memory, compute capability, memory bandwidth and FP16 Tensor throughput (an H200 is an
+    C(nvidia-hopper-h100), an L40S an C(nvidia-ampere-a10), an H100 PCIe an C(nvidia-ampere-a100)).
+    A MIG slice gets an H100 MIG type only when its GPU is at least an H100 SXM and the slice has at
+    least that type's compute slices and memory. C(nvidia-ampere-a100e) is never chosen (LLM Engine
+    refuses it when an endpoint is created). Where nothing fits (an L4 has less memory bandwidth
+    than a T4, a V100 a lower compute capability, shared GPUs no memory isolation) it is null and
+    C(llm_engine_reason) in RV(gpu_types) says why and which O(llm_engine_gpu_types) entry would map it.
   - A GPU node whose labels say nothing about the product (device plugin only) gets
     C(<vendor>-unknown), for example C(nvidia-unknown), and a warning; map it with
     O(gpu_type_overrides) or O(label_aliases).
@@ -39,7 +52,8 @@ description:
     cordoned GPU nodes, mixed driver versions, label conflicts) are returned in RV(discovery_warnings)
     and shown as warnings; they never fail the task.
   - The module never writes to the cluster. With O(plan_labels=true) it returns in
-    RV(label_changes) the patches that set O(accelerator_label) on each GPU node (the
+    RV(label_changes) the patches that set O(accelerator_label) to the node's
+    C(llm_engine_gpu_type) and C(llmops.serving/gpu-product) to its C(gpu_type) on each GPU node (the
     M(llmops.serving.gpu_discovery) role applies them).
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
@@ -58,7 +72,8 @@ options:
       - Map of node name or GPU product (as in C(nvidia.com/gpu.product), for example
         C(NVIDIA-RTX-6000-Ada-Generation)) to the C(gpu_type) to use.
       - A node name wins over a product; both win over every label. Values must be valid label
-        values because they become the accelerator label.
+        values because they become the label
+        C(llmops.serving/gpu-product).
     type: dict
     default: {}
   label_aliases:
@@ -68,6 +83,16 @@ options:
         such as C(A100-80GB), matched against the product table), V(family), V(memory) (per-GPU
         memory, MiB or with a unit such as C(80G)) and V(count).
       - Aliased labels take precedence over the built-in label schemes.
+    type: dict
+    default: {}
+  llm_engine_gpu_types:
+    description:
+      - Map of node name, GPU product (as in C(nvidia.com/gpu.product)) or C(gpu_type) to the LLM
+        Engine gpu_type its nodes' accelerator label should carry, for GPUs no LLM Engine type fits on
+        its own (for example C(NVIDIA-L4) mapped to C(nvidia-tesla-t4)) or to choose a smaller type.
+      - Values must be one of LLM Engine's C(GpuType) values other than C(nvidia-ampere-a100e),
+        which LLM Engine refuses when an endpoint is created.
+      - A node name wins over a product, a product over a C(gpu_type).
     type: dict
     default: {}
   plan_labels:
@@ -114,6 +139,8 @@ EXAMPLES = r"""
     gpu_type_overrides:
       workstation-1: nvidia-ada-l40
       NVIDIA-RTX-6000-Ada-Generation: nvidia-ada-rtx-6000
+    llm_engine_gpu_types:
+      NVIDIA-L4: nvidia-tesla-t4  # no LLM Engine type fits an L4 on its own (less bandwidth than a T4)
     label_aliases:
       example.com/gpu-model: product
       example.com/gpu-mem: memory
@@ -135,9 +162,19 @@ nodes:
       description: V(nvidia), V(amd), V(intel) or V(habana).
       type: str
     gpu_type:
-      description: Canonical GPU type; for MIG mixed nodes the profile with most slices.
+      description: The real product as this collection names it (written to the label
+        C(llmops.serving/gpu-product)); for MIG mixed nodes the profile with most slices.
+      type: str
+      sample: nvidia-hopper-h200
+    llm_engine_gpu_type:
+      description: The LLM Engine gpu_type for the accelerator label, or null when none fits (or
+        the node has several GPU types).
       type: str
       sample: nvidia-hopper-h100
+    llm_engine_reason:
+      description: Why RV(nodes[].llm_engine_gpu_type) is null, with the O(llm_engine_gpu_types)
+        entry that would map it.
+      type: str
     gpu_types:
       description: Every GPU type on the node (several only with MIG mixed).
       type: list
@@ -190,7 +227,7 @@ nodes:
         C(mig_profiles).
       type: dict
     labeling_scheme:
-      description: Where the type came from (override, custom-alias, accelerator-label,
+      description: Where the type came from (override, custom-alias, accelerator-label, eks,
         gpu-feature-discovery, family-only, gke, karpenter, amd-gpu-labeller, intel-nfd,
         instance-type, device-plugin-only).
       type: str
@@ -242,10 +279,13 @@ nodes:
       description: Whether this collection set that label.
       type: bool
     accelerator_label_desired:
-      description: Value the node should carry (null for MIG mixed nodes with several types).
+      description: Value the node's accelerator label should carry (its C(llm_engine_gpu_type);
+        null when none fits or for MIG mixed nodes with several types).
       type: str
 gpu_types:
-  description: Aggregate per GPU type.
+  description: Aggregate per GPU type (C(gpu_type), the real product); C(llm_engine_gpu_type) is
+    the LLM Engine type its nodes' accelerator label carries, C(llm_engine_compatible) and
+    C(llm_engine_reason) say whether LLM Engine endpoint pods can use it and why not.
   returned: always
   type: dict
   sample:
@@ -268,17 +308,22 @@ gpu_types:
       sharing: none
       ephemeral_storage_bytes_min: 123480309760
       runtime_class: null
+      llm_engine_gpu_type: nvidia-tesla-t4
       labeled_nodes: [gpu-1]
       llm_engine_compatible: true
       llm_engine_reason: null
 recommended_hardware:
-  description: C(recommendedHardware) values for the LLM Engine chart, derived from real node capacity.
+  description: C(recommendedHardware) values for the LLM Engine chart, derived from real node
+    capacity. Rows name LLM Engine gpu_types only; nodes are pooled per LLM Engine type, with the
+    smallest real GPU memory of the pool, and cpus, memory and storage are capped at LLM Engine's
+    per-worker limits for that type (less what its forwarder sidecar takes).
   returned: always
   type: dict
   contains:
     byGpuMemoryGb:
       description: Entries C(gpu_memory_le, cpus, gpus, memory, storage, gpu_type, nodes_per_worker)
         sorted by C(gpu_memory_le); storage never exceeds 90% of the smallest node's ephemeral storage.
+        C(gpu_type) is an LLM Engine gpu_type.
       type: list
       elements: dict
     byModelName:
@@ -286,7 +331,8 @@ recommended_hardware:
       type: list
       elements: dict
 label_changes:
-  description: Accelerator-label patches to apply (only with O(plan_labels=true)).
+  description: Label patches to apply (only with O(plan_labels=true)) - the accelerator label and
+    C(llmops.serving/gpu-product).
   returned: always
   type: list
   elements: dict
@@ -295,7 +341,7 @@ label_changes:
       description: Node name.
       type: str
     action:
-      description: V(add), V(update) or V(remove).
+      description: V(add), V(update) or V(remove) (V(update) when the labels change in different ways).
       type: str
     label:
       description: The label.
@@ -306,6 +352,9 @@ label_changes:
     new_value:
       description: Value after the patch (null when removed).
       type: str
+    labels:
+      description: Every label the patch changes, each with C(old_value) and C(new_value).
+      type: dict
     patch:
       description: Merge patch for the Node (labels and the managed-labels annotation).
       type: dict
@@ -365,6 +414,7 @@ def argspec():
         accelerator_label=dict(type="str", default=DEFAULT_ACCELERATOR_LABEL),
         gpu_type_overrides=dict(type="dict", default={}),
         label_aliases=dict(type="dict", default={}),
+        llm_engine_gpu_types=dict(type="dict", default={}),
         plan_labels=dict(type="bool", default=False),
         include_allocations=dict(type="bool", default=False),
         page_size=dict(type="int", default=500),
@@ -382,6 +432,7 @@ def run(module):
             gpu_type_overrides=params["gpu_type_overrides"],
             label_aliases=params["label_aliases"],
             plan_labels=params["plan_labels"],
+            llm_engine_gpu_types=params["llm_engine_gpu_types"],
         )
     except DiscoveryError as exc:
         module.fail_json(msg=str(exc))

@@ -65,6 +65,13 @@ def apply(sbx, manifest):
     kubectl(sbx, "apply", "-f", "-", input_text=manifest)
 
 
+def shape_storage(sbx, manifest):
+    """The guide's StorageClasses (served by the sandbox's provisioner) instead of the sandbox's own
+    (tests/sandbox/storage.yaml), which the guide's cluster does not have."""
+    apply(sbx, manifest)
+    kubectl(sbx, "delete", "storageclass", "sandbox-hostpath", "sandbox-rwx", "--ignore-not-found")
+
+
 class UserSide:
     """A copy of the checkout, and the tools the guides call that need a stand-in here (see guides.py)."""
 

@@ -23,7 +23,6 @@ import pytest
 
 from tests.guides.shapes import (
     UserSide,
-    apply,
     gateway_get,
     guide_sandbox,
     kube_get,
@@ -32,6 +31,7 @@ from tests.guides.shapes import (
     require_ok,
     s3_client,
     sandbox_inventory_value,
+    shape_storage,
     tiny_model,
     write_host_vars,
 )
@@ -72,7 +72,7 @@ pytestmark = [pytest.mark.guides, pytest.mark.slow]
 def test_cluster_guide_dev():
     steps = guides.guide_steps(GUIDE)
     with guide_sandbox("cluster", nodes=NODES, s3_tls=True) as sbx:
-        apply(sbx, CLUSTER_OBJECTS)
+        shape_storage(sbx, CLUSTER_OBJECTS)
         s3_client(sbx).create_bucket(Bucket="llm-models-" + ENVIRONMENT)
         user = UserSide(sbx)
         write_host_vars(user.checkout, "llmops-" + ENVIRONMENT, {

@@ -30,6 +30,7 @@ from tests.guides.shapes import (
     require_ok,
     s3_client,
     sandbox_inventory_value,
+    shape_storage,
     tiny_model,
     write_host_vars,
 )
@@ -78,7 +79,7 @@ def second_node_of_the_node_group(sbx):
 def test_eks_guide():
     steps = guides.guide_steps(GUIDE)
     with guide_sandbox("eks", nodes=NODES) as sbx:
-        apply(sbx, EKS_OBJECTS)
+        shape_storage(sbx, EKS_OBJECTS)
         apply(sbx, second_node_of_the_node_group(sbx))
         user = UserSide(sbx)
         group_vars = os.path.join(user.checkout, "inventories", "cluster", "group_vars", "eks", "main.yml")

@@ -13,7 +13,7 @@ import secrets
 
 import pytest
 
-from tests.guides.shapes import UserSide, apply, guide_sandbox, kube_get, require_ok
+from tests.guides.shapes import UserSide, guide_sandbox, kube_get, require_ok, shape_storage
 from tests.helpers import guides
 
 GUIDE = "docs/k3s-single-node.md"
@@ -26,6 +26,8 @@ apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata:
   name: local-path
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
 provisioner: sandbox.llmops.local/hostpath
 reclaimPolicy: Delete
 volumeBindingMode: WaitForFirstConsumer
@@ -44,7 +46,7 @@ pytestmark = [pytest.mark.guides, pytest.mark.slow]
 def test_k3s_single_node_guide():
     steps = guides.guide_steps(GUIDE)
     with guide_sandbox("k3s-single-node", nodes=[NODE]) as sbx:
-        apply(sbx, K3S_OBJECTS)
+        shape_storage(sbx, K3S_OBJECTS)
         user = UserSide(sbx)
         vault_token, env_token = "hf_" + secrets.token_hex(16), "hf_" + secrets.token_hex(16)
         password = secrets.token_urlsafe(12)
@@ -75,7 +77,9 @@ def test_k3s_single_node_guide():
 def _assert_cluster_as_the_guide_says(sbx, token):
     """What docs/k3s-single-node.md says the run leaves behind, read back from the cluster."""
     node = kube_get(sbx, "node", NODE)
-    assert node["metadata"]["labels"].get("k8s.amazonaws.com/accelerator") == "nvidia-ada-l40"
+    # the product in our label, the LLM Engine type an L40 never falls short of in the accelerator label
+    assert node["metadata"]["labels"].get("llmops.serving/gpu-product") == "nvidia-ada-l40"
+    assert node["metadata"]["labels"].get("k8s.amazonaws.com/accelerator") == "nvidia-ampere-a10"
     secret = kube_get(sbx, "secret", "hf-token", "-n", "llm")
     assert base64.b64decode(secret["data"]["token"]).decode() == token, "hf-token does not hold the vault's token"
 

@@ -6,11 +6,17 @@ whatever other sessions did; that label is removed again at the end. The role is
 real accelerator label (other roles rely on it), and pods shaped like LLM Engine endpoint pods must
 then schedule on a node of the right type for every type present.
 
+Each node's accelerator label must hold a value of the pinned LLM Engine's own ``GpuType`` enum
+(imported from the pinned checkout tests/helpers/upstream.py finds), or discovery must say why none fits
+and how to map it. GPU Feature Discovery-labelled H200, L40S and L4 nodes are added for that test
+only (kwok nodes, deleted again), so the node and GPU counts of nodes.yaml stay as they are.
+
 Failure paths the shared cluster cannot show (no GPU at all, RBAC refusal) run against a tiny
 HTTP stand-in for the API server on 127.0.0.1 that records every request, to prove that nothing is
 patched before the role fails.
 """
 
+import importlib.util
 import json
 import os
 import threading
@@ -29,13 +35,16 @@ from tests.helpers.sandbox import (
     task_results,
     total_changed,
 )
+from tests.helpers.upstream import upstream_dir
 
 pytestmark = pytest.mark.sandbox
 
 NODES_FILE = os.path.join(REPO_ROOT, "tests", "sandbox", "nodes.yaml")
 REAL_LABEL = "k8s.amazonaws.com/accelerator"
 TEST_LABEL = "it-gpu.llmops.serving/accelerator"
+PRODUCT_LABEL = "llmops.serving/gpu-product"
 MANAGED = "llmops.serving/managed-labels"
+
 OVERRIDES = {"sbx-l40-k3s": "nvidia-ada-l40"}
 NAMESPACE = "it-gpu-sched"
 ROLE_PREFIX = "llmops.serving.gpu_discovery : "
@@ -51,8 +60,29 @@ EXPECTED = {
     "sbx-t4-shared": (["nvidia-tesla-t4-shared"], "gpu-feature-discovery", "time-slicing"),
     "sbx-eks-a10g": (["nvidia-ampere-a10"], "accelerator-label", "none"),
 }
-# Nodes whose GPUs are of one type get the label; the MIG mixed node and the CPU node do not.
-LABELED = dict((name, types[0]) for name, (types, _s, _m) in EXPECTED.items() if len(types) == 1)
+# The LLM Engine gpu_type each node's accelerator label carries: the L40 runs what an A10 runs, the
+# time-sliced T4 has no memory isolation and the MIG mixed node several types, so those two get none.
+LLM_TYPES = {
+    "sbx-t4-gfd": "nvidia-tesla-t4",
+    "sbx-a100-family": "nvidia-ampere-a100",
+    "sbx-l40-k3s": "nvidia-ampere-a10",
+    "sbx-h100-gfd": "nvidia-hopper-h100",
+    "sbx-eks-a10g": "nvidia-ampere-a10",
+}
+# Nodes whose GPUs are of one type get the product label; those with an LLM Engine type the accelerator label.
+PRODUCTS = dict((name, types[0]) for name, (types, _s, _m) in EXPECTED.items() if len(types) == 1)
+LABELED = dict(LLM_TYPES)
+
+
+def upstream_gpu_types():
+    """Values of the pinned LLM Engine's GpuType enum, from its own module (it needs only ``enum``)."""
+    path = os.path.join(upstream_dir(), "model-engine", "model_engine_server", "domain", "entities", "gpu_type.py")
+    assert os.path.isfile(path), "pinned LLM Engine not found at %s: run `make upstream` or set " \
+        "LLMOPS_UPSTREAM_LLM_ENGINE" % path
+    spec = importlib.util.spec_from_file_location("upstream_gpu_type", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return set(member.value for member in module.GpuType)
 
 
 def _truth():
@@ -131,6 +161,7 @@ def test_module_result_equals_fixture_truth(sandbox_env):
         record = records[name]
         node = truth[name]
         assert record["gpu_types"] == types, name
+        assert record["llm_engine_gpu_type"] == LLM_TYPES.get(name), name
         assert record["labeling_scheme"] == scheme, name
         assert record["sharing"]["mode"] == mode, name
         allocatable = node["status"]["allocatable"]
@@ -269,10 +300,12 @@ def test_role_check_mode_then_apply_then_idempotent(sandbox_env, test_label, gpu
     # check mode with diff: reports every label it would add, changes nothing
     run, _facts = run_role(role_vars, check=True, diff=True)
     assert run["rc"] == 0, _fail_text(run)
-    label_results = task_results(run, ROLE_PREFIX + "Label GPU nodes with their gpu_type")
+    label_results = task_results(run, ROLE_PREFIX + "Label GPU nodes with their LLM Engine gpu_type and product")
     assert label_results and label_results[0]["changed"] is True
     items = label_results[0]["results"]
-    assert sorted(i["item"]["node"] for i in items) == sorted(LABELED)
+    # every node that gets the test label, and any single-type GPU node still without our product label
+    unlabeled = set(n for n, product in PRODUCTS.items() if before[n].get(PRODUCT_LABEL) != product)
+    assert sorted(i["item"]["node"] for i in items) == sorted(set(LABELED) | unlabeled)
     assert all(i["changed"] and i.get("diff") for i in items)
     assert node_labels() == before
 
@@ -280,13 +313,18 @@ def test_role_check_mode_then_apply_then_idempotent(sandbox_env, test_label, gpu
     run, facts = run_role(role_vars)
     assert run["rc"] == 0, _fail_text(run)
     after = node_labels()
+    ours = (TEST_LABEL, REAL_LABEL, PRODUCT_LABEL)
     for name, labels in after.items():
         if name in LABELED:
             assert labels.get(TEST_LABEL) == LABELED[name], name
         else:
             assert TEST_LABEL not in labels, name
-        other = dict((k, v) for k, v in labels.items() if k not in (TEST_LABEL, REAL_LABEL))
-        assert other == dict((k, v) for k, v in before.get(name, {}).items() if k not in (TEST_LABEL, REAL_LABEL))
+        if name in PRODUCTS:
+            assert labels.get(PRODUCT_LABEL) == PRODUCTS[name], name
+        else:
+            assert PRODUCT_LABEL not in labels, name
+        other = dict((k, v) for k, v in labels.items() if k not in ours)
+        assert other == dict((k, v) for k, v in before.get(name, {}).items() if k not in ours)
     for node in kubectl_json("get", "nodes")["items"]:
         if node["metadata"]["name"] in LABELED:
             assert TEST_LABEL in node["metadata"]["annotations"][MANAGED].split(",")
@@ -323,30 +361,154 @@ def _schedule_round(specs):
         _delete_pods()
 
 
+def _llm_engine_pod_round(by_llm_type, extra_selector=None):
+    """One pod per LLM Engine gpu_type shaped like LLM Engine's endpoint pods (nodeSelector
+    ``k8s.amazonaws.com/accelerator: ${GPU_TYPE}`` plus the ``nvidia.com/gpu`` toleration,
+    charts/model-engine/templates/service_template_config_map.yaml:104-112 of the pinned chart, and an
+    ``nvidia.com/gpu`` limit); each must land on one of the nodes given for its type."""
+    llm_toleration = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    specs = {}
+    for llm_type, nodes in by_llm_type.items():
+        selector = {REAL_LABEL: llm_type}
+        selector.update(extra_selector or {})
+        specs[llm_type] = (selector, llm_toleration, "nvidia.com/gpu", nodes)
+    _schedule_round(specs)
+
+
 def test_role_real_label_lets_llm_engine_pods_schedule(sandbox_env, gpu_namespace):
     role_vars = {"gpu_discovery_gpu_type_overrides": OVERRIDES}
     run, facts = run_role(role_vars)
     assert run["rc"] == 0, _fail_text(run)
     labels = node_labels()
-    for name, gpu_type in LABELED.items():
-        assert labels[name].get(REAL_LABEL) == gpu_type, name
+    accepted = upstream_gpu_types()
+    for name in EXPECTED:
+        assert labels[name].get(REAL_LABEL) == LLM_TYPES.get(name), name
+        assert labels[name].get(PRODUCT_LABEL) == PRODUCTS.get(name), name
+        # what an endpoint can ask for: a value of the pinned server's own GpuType enum
+        assert labels[name].get(REAL_LABEL) in accepted | {None}, name
     run, _again = run_role(role_vars)
     assert run["rc"] == 0, _fail_text(run)
     assert total_changed(run) == 0, _fail_text(run)
 
-    # LLM Engine's endpoint pod: nodeSelector accelerator=<gpu_type>, nvidia.com/gpu toleration and limit
-    llm_toleration = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    compatible = dict((t, i) for t, i in facts["types"].items() if i["llm_engine_compatible"])
+    # the types without an LLM Engine type say why and how to map them
+    types = facts["types"]
+    shared = types["nvidia-tesla-t4-shared"]
+    assert (shared["llm_engine_gpu_type"], shared["llm_engine_compatible"]) == (None, False)
+    assert "without memory isolation" in shared["llm_engine_reason"]
+    assert "gpu_discovery_llm_engine_gpu_types: {'Tesla-T4-SHARED': <gpu_type>}" in shared["llm_engine_reason"]
+    compatible = dict((t, i) for t, i in types.items() if i["llm_engine_compatible"])
     assert sorted(compatible) == sorted(["nvidia-ada-l40", "nvidia-ampere-a10", "nvidia-ampere-a100",
                                          "nvidia-hopper-h100", "nvidia-tesla-t4"])
-    _schedule_round(dict((t, ({REAL_LABEL: t}, llm_toleration, "nvidia.com/gpu", i["nodes"]))
-                         for t, i in compatible.items()))
+    pools = {}
+    for info in compatible.values():
+        pools.setdefault(info["llm_engine_gpu_type"], []).extend(info["nodes"])
+    assert sorted(pools) == ["nvidia-ampere-a10", "nvidia-ampere-a100", "nvidia-hopper-h100", "nvidia-tesla-t4"]
+    _llm_engine_pod_round(pools)
     hardware = facts["hardware"]["byGpuMemoryGb"]
-    assert set(e["gpu_type"] for e in hardware) <= set(compatible)
-    # storage on the 189Gi A100 node stays under its ephemeral storage
+    assert set(e["gpu_type"] for e in hardware) == set(pools) and set(pools) <= accepted
+    # the A10 pool (A10G and L40) counts the A10G's 24 GB; storage on the 189Gi A100 node stays under it
+    assert [e["gpu_memory_le"] for e in hardware if e["gpu_type"] == "nvidia-ampere-a10"][0] == 24
     for entry in hardware:
-        limit = compatible[entry["gpu_type"]]["ephemeral_storage_bytes_min"]
+        limit = min(i["ephemeral_storage_bytes_min"] for i in compatible.values()
+                    if i["llm_engine_gpu_type"] == entry["gpu_type"])
         assert int(entry["storage"][:-2]) * 2 ** 30 <= limit, entry
+
+
+# GPU Feature Discovery labels: the H200's are those GFD v0.18.0 put on a real H200 (FACTS.md section 0).
+GFD_NODES = {
+    "it-gfd-h200": ("NVIDIA-H200", "143771", "hopper", "9", "0", "1", ("580", "159", "04")),
+    "it-gfd-l40s": ("NVIDIA-L40S", "46068", "ada-lovelace", "8", "9", "4", ("550", "127", "08")),
+    "it-gfd-l4": ("NVIDIA-L4", "23034", "ada-lovelace", "8", "9", "1", ("550", "127", "08")),
+}
+
+
+def _gfd_node(name):
+    product, memory, family, major, minor, count, driver = GFD_NODES[name]
+    resources = {"cpu": "32", "memory": "256Gi", "ephemeral-storage": "900Gi", "pods": "110", "nvidia.com/gpu": count}
+    labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+              "type": "kwok", "node-lifecycle": "normal",
+              "nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": product,
+              "nvidia.com/gpu.memory": memory, "nvidia.com/gpu.family": family,
+              "nvidia.com/gpu.compute.major": major, "nvidia.com/gpu.compute.minor": minor,
+              "nvidia.com/gpu.count": count, "nvidia.com/gpu.replicas": "1",
+              "nvidia.com/gpu.sharing-strategy": "none", "nvidia.com/gpu.mode": "compute",
+              "nvidia.com/mig.capable": "true" if "H200" in product else "false",
+              "nvidia.com/cuda.driver-version.major": driver[0],
+              "nvidia.com/cuda.driver-version.minor": driver[1],
+              "nvidia.com/cuda.driver-version.revision": driver[2]}
+    node_info = {"kubeletVersion": "v1.34.4", "containerRuntimeVersion": "containerd://1.7.24",
+                 "operatingSystem": "linux", "architecture": "amd64"}
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"}, "labels": labels},
+            "status": {"capacity": resources, "allocatable": resources, "nodeInfo": node_info}}
+
+
+@pytest.fixture
+def gfd_nodes(sandbox_env, gpu_namespace):
+    """H200, L40S and L4 kwok nodes for one test; deleted afterwards (nodes.yaml's counts stay true)."""
+    for name in GFD_NODES:
+        kubectl("create", "-f", "-", input_text=json.dumps(_gfd_node(name)))
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        ready = [n for n in kubectl_json("get", "nodes")["items"] if n["metadata"]["name"] in GFD_NODES and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions") or [])]
+        if len(ready) == len(GFD_NODES):
+            break
+        time.sleep(1)
+    try:
+        yield sorted(GFD_NODES)
+    finally:
+        _delete_pods()
+        kubectl("delete", "node", *sorted(GFD_NODES), "--wait=true", check=False)
+
+
+def test_gfd_h200_l40s_l4_nodes_get_an_accepted_type_or_say_why_not(gfd_nodes):
+    role_vars = {"gpu_discovery_gpu_type_overrides": OVERRIDES}
+    run, facts = run_role(role_vars)
+    assert run["rc"] == 0, _fail_text(run)
+    labels = node_labels()
+    records = dict((r["name"], r) for r in facts["nodes"])
+    accepted = upstream_gpu_types()
+    # the H200 runs what an H100 runs; the L40S what an A10 runs (an A100 has more memory bandwidth)
+    assert (labels["it-gfd-h200"].get(REAL_LABEL), labels["it-gfd-h200"].get(PRODUCT_LABEL)) == (
+        "nvidia-hopper-h100", "nvidia-hopper-h200")
+    assert (labels["it-gfd-l40s"].get(REAL_LABEL), labels["it-gfd-l40s"].get(PRODUCT_LABEL)) == (
+        "nvidia-ampere-a10", "nvidia-ada-l40s")
+    assert {labels[n][REAL_LABEL] for n in ("it-gfd-h200", "it-gfd-l40s")} <= accepted
+    assert records["it-gfd-h200"]["driver_version"] == "580.159.04"
+    # the L4 has less memory bandwidth than a T4: no accelerator label, and discovery says why and how to map it
+    assert REAL_LABEL not in labels["it-gfd-l4"] and labels["it-gfd-l4"][PRODUCT_LABEL] == "nvidia-ada-l4"
+    l4 = facts["types"]["nvidia-ada-l4"]
+    assert (l4["llm_engine_gpu_type"], l4["llm_engine_compatible"]) == (None, False)
+    assert "memory bandwidth" in l4["llm_engine_reason"]
+    assert "gpu_discovery_llm_engine_gpu_types: {'NVIDIA-L4': nvidia-tesla-t4}" in l4["llm_engine_reason"]
+    warned = [m for m in task_results(run, ROLE_PREFIX + "Discover GPU nodes, types and node selectors")[0]
+              .get("warnings", []) if "it-gfd-l4" in m]
+    assert warned and "no LLM Engine gpu_type fits" in warned[0]
+    # recommendedHardware: accepted types only, the H200's real 141 GB, within LLM Engine's limits
+    hardware = facts["hardware"]["byGpuMemoryGb"]
+    assert set(e["gpu_type"] for e in hardware) <= accepted
+    assert any(e["gpu_type"] == "nvidia-hopper-h100" and e["gpu_memory_le"] == 80 * e["gpus"] for e in hardware)
+    # LLM Engine-shaped pods asking for those types land on these very nodes
+    _llm_engine_pod_round({"nvidia-hopper-h100": ["it-gfd-h200"]}, {"kubernetes.io/hostname": "it-gfd-h200"})
+    _llm_engine_pod_round({"nvidia-ampere-a10": ["it-gfd-l40s"]}, {"kubernetes.io/hostname": "it-gfd-l40s"})
+
+    # the mapping the reason names works, and is validated against the enum
+    mapped = dict(role_vars, gpu_discovery_llm_engine_gpu_types={"NVIDIA-L4": "nvidia-tesla-t4"})
+    run, facts = run_role(mapped)
+    assert run["rc"] == 0, _fail_text(run)
+    assert node_labels()["it-gfd-l4"].get(REAL_LABEL) == "nvidia-tesla-t4"
+    assert facts["types"]["nvidia-ada-l4"]["llm_engine_compatible"] is True
+    _llm_engine_pod_round({"nvidia-tesla-t4": ["it-gfd-l4"]}, {"kubernetes.io/hostname": "it-gfd-l4"})
+    before = node_labels()
+    run, _facts = run_role(dict(role_vars, gpu_discovery_llm_engine_gpu_types={"NVIDIA-L4": "nvidia-ada-l4"}))
+    assert run["rc"] != 0
+    assert "llm_engine_gpu_types['NVIDIA-L4'] = 'nvidia-ada-l4' is not an LLM Engine gpu_type" in _fail_text(run)
+    assert node_labels() == before
+    # back without the mapping: our accelerator label leaves the L4 again
+    run, _facts = run_role(role_vars)
+    assert run["rc"] == 0, _fail_text(run)
+    assert REAL_LABEL not in node_labels()["it-gfd-l4"]
 
 
 # ------------------------------------------------------------------------------------------ stand-in API

@@ -123,9 +123,11 @@ def test_every_phase_left_real_state(site):
     quota = kubectl_json("get", "resourcequota", "llmops-gpu-quota", "-n", VLLM_NAMESPACE)
     assert quota["spec"]["hard"] == {"requests.nvidia.com/gpu": "4"}
 
-    # gpu discovery: the device-plugin-only k3s node was mapped to L40 and labelled
+    # gpu discovery: the device-plugin-only k3s node was mapped to L40 and labelled with the product and
+    # the LLM Engine type an L40 never falls short of
     l40 = kubectl_json("get", "node", "sbx-l40-k3s")
-    assert l40["metadata"]["labels"].get("k8s.amazonaws.com/accelerator") == "nvidia-ada-l40"
+    assert l40["metadata"]["labels"].get("llmops.serving/gpu-product") == "nvidia-ada-l40"
+    assert l40["metadata"]["labels"].get("k8s.amazonaws.com/accelerator") == "nvidia-ampere-a10"
 
     # data: Redis and Postgres rolled out with their volumes bound
     for name in ("redis", "postgres"):

@@ -253,7 +253,7 @@ def test_recommended_hardware_must_point_at_discovered_gpus():
     hardware = {"byGpuMemoryGb": [{"gpu_memory_le": 24, "cpus": 10, "gpus": 1, "memory": "24Gi",
                                    "storage": "80Gi", "gpu_type": "nvidia-ampere-a10"}], "byModelName": []}
     errors = errors_of(recommended_hardware=hardware)
-    assert any("nvidia-ampere-a10" in e and "no such GPU was discovered" in e for e in errors)
+    assert any("nvidia-ampere-a10" in e and "no discovered GPU carries that accelerator label" in e for e in errors)
 
 
 def test_no_gpu_fails_unless_allowed():

@@ -67,6 +67,7 @@ def test_node_classification_matches_table(planned, name):
         "gpus_allocatable": "gpus_allocatable", "driver_version": "driver_version", "ready": "ready",
         "cordoned": "cordoned", "schedulable": "schedulable", "blocks_gpu_pods": "blocks_gpu_pods",
         "is_k3s": "is_k3s", "runtime_class": "runtime_class", "family": "family",
+        "llm_engine_gpu_type": "llm_engine_gpu_type",
     }
     for key, value in expect.items():
         if key in fields:
@@ -121,11 +122,17 @@ def test_selector_is_exact_against_whole_table(planned, gpu_type):
     assert matched == info["nodes"]
 
 
-def test_selectors_prefer_product_then_family_then_accelerator(planned):
+def test_selectors_prefer_product_then_family_then_our_product_label(planned):
     sources = dict((t, i["node_selector_source"]) for t, i in planned["gpu_types"].items())
     assert sources["nvidia-hopper-h100"] == "product"
     assert sources["nvidia-ampere-a100"] == "family-memory"
-    assert sources["nvidia-unknown"] == "accelerator-label"
+    assert sources["nvidia-unknown"] == "gpu-product-label"
+    # without our product label, an accelerator label that names the type itself is used
+    unplanned = gpu.discover([copy.deepcopy(ENTRIES["eks-a10g"]["node"]), copy.deepcopy(ENTRIES["gfd-t4"]["node"])],
+                             options(plan_labels=False))
+    a10 = unplanned["gpu_types"]["nvidia-ampere-a10"]
+    assert (a10["node_selector"], a10["node_selector_source"]) == (
+        {"k8s.amazonaws.com/accelerator": "nvidia-ampere-a10"}, "accelerator-label")
 
 
 def test_without_label_plan_selectors_use_only_existing_labels(unplanned):
@@ -158,22 +165,31 @@ def test_choose_selector_falls_back_to_fewest_extra_nodes():
 
 
 # ------------------------------------------------------------------------------------------ labels
-def test_label_patches_only_touch_our_label_and_annotation(planned):
+def test_label_patches_only_touch_our_labels_and_annotation(planned):
+    acc = "k8s.amazonaws.com/accelerator"
     for change in planned["label_changes"]:
         labels = change["patch"]["metadata"]["labels"]
-        assert set(labels) == {"k8s.amazonaws.com/accelerator"}
+        assert set(labels) <= {acc, gpu.GPU_PRODUCT_LABEL}
         assert set(change["patch"]["metadata"]["annotations"]) == {gpu.MANAGED_LABELS_ANNOTATION}
+        # every accelerator value written is one LLM Engine accepts on create
+        if labels.get(acc):
+            assert labels[acc] in gpu.LLM_ENGINE_GPU_TYPES
+            assert labels[acc] not in gpu.LLM_ENGINE_GPU_TYPES_REJECTED_ON_CREATE
     by_node = dict((c["node"], c) for c in planned["label_changes"])
     assert by_node["gfd-t4"]["patch"] == {"metadata": {
-        "labels": {"k8s.amazonaws.com/accelerator": "nvidia-tesla-t4"},
-        "annotations": {gpu.MANAGED_LABELS_ANNOTATION: "k8s.amazonaws.com/accelerator"}}}
+        "labels": {acc: "nvidia-tesla-t4", gpu.GPU_PRODUCT_LABEL: "nvidia-tesla-t4"},
+        "annotations": {gpu.MANAGED_LABELS_ANNOTATION: "k8s.amazonaws.com/accelerator,llmops.serving/gpu-product"}}}
+    assert by_node["gfd-h200"]["patch"]["metadata"]["labels"] == {
+        acc: "nvidia-hopper-h100", gpu.GPU_PRODUCT_LABEL: "nvidia-hopper-h200"}
     assert by_node["cpu-stale"]["patch"] == {"metadata": {
-        "labels": {"k8s.amazonaws.com/accelerator": None},
+        "labels": {acc: None},
         "annotations": {gpu.MANAGED_LABELS_ANNOTATION: None}}}
-    assert by_node["gfd-l4"]["old_value"] == "nvidia-tesla-t4"
-    assert by_node["gfd-l4"]["new_value"] == "nvidia-ada-l4"
+    # the L4 lost its old (managed) accelerator label: no LLM Engine type fits it
+    assert (by_node["gfd-l4"]["old_value"], by_node["gfd-l4"]["new_value"]) == ("nvidia-tesla-t4", None)
+    assert by_node["gfd-l4"]["patch"]["metadata"]["labels"] == {acc: None, gpu.GPU_PRODUCT_LABEL: "nvidia-ada-l4"}
     # foreign labels (EKS node group, an operator's own value) are never in a patch
-    assert "eks-a10g" not in by_node and "eks-conflict" not in by_node
+    assert acc not in by_node["eks-a10g"]["patch"]["metadata"]["labels"]
+    assert acc not in by_node["eks-conflict"]["patch"]["metadata"]["labels"]
 
 
 def _apply(nodes, changes):
@@ -214,15 +230,17 @@ def test_managed_label_is_not_evidence():
     result = gpu.discover([node], options())
     assert result["nodes"][0]["gpu_type"] == "nvidia-hopper-h100"
     assert result["nodes"][0]["labeling_scheme"] == "accelerator-label"
-    assert result["label_changes"] == []
+    assert result["label_changes"][0]["patch"]["metadata"]["labels"] == {gpu.GPU_PRODUCT_LABEL: "nvidia-hopper-h100"}
 
 
 def test_override_conflicting_with_foreign_label_is_reported_not_applied():
     node = copy.deepcopy(ENTRIES["eks-a10g"]["node"])
     result = gpu.discover([node], options(gpu_type_overrides={"eks-a10g": "nvidia-ada-l4"}))
     assert result["nodes"][0]["gpu_type"] == "nvidia-ada-l4"
-    assert result["label_changes"] == []
-    assert [w["code"] for w in result["warnings"]] == ["accelerator_label_conflict"]
+    assert result["label_changes"][0]["patch"]["metadata"]["labels"] == {gpu.GPU_PRODUCT_LABEL: "nvidia-ada-l4"}
+    assert sorted(w["code"] for w in result["warnings"]) == ["accelerator_label_conflict", "no_llm_engine_type"]
+    conflict = [w for w in result["warnings"] if w["code"] == "accelerator_label_conflict"][0]["message"]
+    assert "gpu_discovery_llm_engine_gpu_types: {'eks-a10g': 'nvidia-ampere-a10'}" in conflict
     assert result["gpu_types"]["nvidia-ada-l4"]["llm_engine_compatible"] is False
 
 
@@ -232,9 +250,10 @@ def test_other_managed_keys_are_kept_when_the_label_name_changes():
     node["metadata"]["annotations"] = {gpu.MANAGED_LABELS_ANNOTATION: "example.com/accel"}
     result = gpu.discover([node], options(accelerator_label="k8s.amazonaws.com/accelerator"))
     patch = result["label_changes"][0]["patch"]["metadata"]
-    assert patch["labels"] == {"k8s.amazonaws.com/accelerator": "nvidia-tesla-t4"}
+    assert patch["labels"] == {"k8s.amazonaws.com/accelerator": "nvidia-tesla-t4",
+                               gpu.GPU_PRODUCT_LABEL: "nvidia-tesla-t4"}
     assert patch["annotations"] == {
-        gpu.MANAGED_LABELS_ANNOTATION: "example.com/accel,k8s.amazonaws.com/accelerator"}
+        gpu.MANAGED_LABELS_ANNOTATION: "example.com/accel,k8s.amazonaws.com/accelerator,llmops.serving/gpu-product"}
     # and the other key is still recognised as ours when that label name is used again
     node["metadata"]["labels"]["example.com/accel"] = "nvidia-ada-l4"
     result = gpu.discover([node], options(accelerator_label="example.com/accel"))
@@ -245,7 +264,8 @@ def test_existing_correct_foreign_label_is_not_claimed():
     node = copy.deepcopy(ENTRIES["gfd-t4"]["node"])
     node["metadata"]["labels"]["k8s.amazonaws.com/accelerator"] = "nvidia-tesla-t4"
     result = gpu.discover([node], options())
-    assert result["label_changes"] == []
+    assert [c["patch"]["metadata"]["labels"] for c in result["label_changes"]] == [
+        {gpu.GPU_PRODUCT_LABEL: "nvidia-tesla-t4"}]
     assert result["nodes"][0]["accelerator_label_managed"] is False
 
 
@@ -272,7 +292,13 @@ def test_unknown_product_mapped_by_override_has_no_warning():
     node = copy.deepcopy(ENTRIES["gfd-gtx"]["node"])
     result = gpu.discover([node], options(gpu_type_overrides={"NVIDIA-GeForce-GTX-1080-Ti": "nvidia-pascal-1080ti"}))
     assert result["nodes"][0]["gpu_type"] == "nvidia-pascal-1080ti"
+    # the product is known now, but no LLM Engine type is known to fit it ...
+    assert [w["code"] for w in result["warnings"]] == ["no_llm_engine_type"]
+    # ... until that is mapped too
+    result = gpu.discover([node], options(gpu_type_overrides={"NVIDIA-GeForce-GTX-1080-Ti": "nvidia-pascal-1080ti"},
+                                          llm_engine_gpu_types={"nvidia-pascal-1080ti": "nvidia-tesla-t4"}))
     assert [w["code"] for w in result["warnings"]] == []
+    assert result["nodes"][0]["llm_engine_gpu_type"] == "nvidia-tesla-t4"
 
 
 def test_unused_override_is_reported():
@@ -302,15 +328,15 @@ def test_bad_options_raise_with_the_input_named(kwargs, needle):
     ("NVIDIA-A10G", None, "nvidia-ampere-a10"),
     ("NVIDIA-A100-PCIE-40GB", None, "nvidia-ampere-a100"),
     ("NVIDIA-A100-SXM4-40GB", None, "nvidia-ampere-a100"),
-    ("NVIDIA-A100-SXM4-80GB", None, "nvidia-ampere-a100e"),
-    ("NVIDIA-A100-80GB-PCIe", None, "nvidia-ampere-a100e"),
-    ("a100", 81920, "nvidia-ampere-a100e"),
+    ("NVIDIA-A100-SXM4-80GB", None, "nvidia-ampere-a100-80gb"),
+    ("NVIDIA-A100-80GB-PCIe", None, "nvidia-ampere-a100-80gb"),
+    ("a100", 81920, "nvidia-ampere-a100-80gb"),
     ("a100", 40960, "nvidia-ampere-a100"),
     ("nvidia-tesla-a100", None, "nvidia-ampere-a100"),
-    ("nvidia-a100-80gb", None, "nvidia-ampere-a100e"),
+    ("nvidia-a100-80gb", None, "nvidia-ampere-a100-80gb"),
     ("NVIDIA-H100-80GB-HBM3", None, "nvidia-hopper-h100"),
-    ("NVIDIA-H100-PCIe", None, "nvidia-hopper-h100"),
-    ("NVIDIA-H100-NVL", None, "nvidia-hopper-h100"),
+    ("NVIDIA-H100-PCIe", None, "nvidia-hopper-h100-pcie"),
+    ("NVIDIA-H100-NVL", None, "nvidia-hopper-h100-nvl"),
     ("nvidia-h100-mega-80gb", None, "nvidia-hopper-h100"),
     ("NVIDIA-H200", None, "nvidia-hopper-h200"),
     ("nvidia-h200-141gb", None, "nvidia-hopper-h200"),
@@ -344,9 +370,9 @@ def test_product_table(product, memory, expected):
     ("turing", 15360, "nvidia-tesla-t4", False),
     ("turing", 15109, "nvidia-tesla-t4", False),
     ("ampere", 40960, "nvidia-ampere-a100", False),
-    ("ampere", 81920, "nvidia-ampere-a100e", False),
+    ("ampere", 81920, "nvidia-ampere-a100-80gb", False),
     ("ampere", 23028, "nvidia-ampere-a10", False),
-    ("hopper", 81559, "nvidia-hopper-h100", False),
+    ("hopper", 81559, "nvidia-hopper-80gb", True),  # SXM or PCIe,
     ("hopper", 143771, "nvidia-hopper-h200", False),
     ("ada-lovelace", 23034, "nvidia-ada-l4", False),
     ("ada-lovelace", 46068, "nvidia-ada-45gb", True),
@@ -360,8 +386,8 @@ def test_family_memory_table(family, memory, expected, ambiguous):
 @pytest.mark.parametrize("instance_type, expected", [
     ("g4dn.xlarge", "nvidia-tesla-t4"), ("g5.12xlarge", "nvidia-ampere-a10"), ("g6.xlarge", "nvidia-ada-l4"),
     ("g6e.2xlarge", "nvidia-ada-l40s"), ("p4d.24xlarge", "nvidia-ampere-a100"),
-    ("p4de.24xlarge", "nvidia-ampere-a100e"), ("p5.48xlarge", "nvidia-hopper-h100"),
-    ("p5e.48xlarge", "nvidia-hopper-h200"), ("a2-ultragpu-1g", "nvidia-ampere-a100e"),
+    ("p4de.24xlarge", "nvidia-ampere-a100-80gb"), ("p5.48xlarge", "nvidia-hopper-h100"),
+    ("p5e.48xlarge", "nvidia-hopper-h200"), ("a2-ultragpu-1g", "nvidia-ampere-a100-80gb"),
     ("a3-highgpu-8g", "nvidia-hopper-h100"), ("Standard_ND96isr_H100_v5", "nvidia-hopper-h100"),
     ("m5.large", None), ("k3s", None),
 ])
@@ -458,8 +484,8 @@ def test_allocations_give_free_gpus_per_node_and_type():
     assert records["gfd-h100-b"]["gpus_free"] == 0
     h100 = result["gpu_types"]["nvidia-hopper-h100"]
     assert (h100["gpus_total"], h100["gpus_schedulable"], h100["gpus_free"]) == (24, 16, 4)
-    assert result["gpu_types"]["nvidia-ampere-a100e-1g10gb"]["gpus_free"] == 5
-    assert result["gpu_types"]["nvidia-ampere-a100e-3g40gb"]["gpus_free"] == 2
+    assert result["gpu_types"]["nvidia-ampere-a100-80gb-1g10gb"]["gpus_free"] == 5
+    assert result["gpu_types"]["nvidia-ampere-a100-80gb-3g40gb"]["gpus_free"] == 2
     assert records["mig-mixed-a100"]["resources"]["nvidia.com/mig-1g.10gb"] == {
         "capacity": 7, "allocatable": 7, "allocated": 2, "free": 5}
 
@@ -488,7 +514,7 @@ def test_recommended_hardware_shape_and_order(planned):
 def test_recommended_hardware_excludes_what_llm_engine_cannot_place(planned):
     used = set(e["gpu_type"] for e in planned["recommended_hardware"]["byGpuMemoryGb"])
     types = planned["gpu_types"]
-    for name in ("nvidia-tesla-t4-shared", "nvidia-ampere-a10-shared", "nvidia-ampere-a100e-1g10gb",
+    for name in ("nvidia-tesla-t4-shared", "nvidia-ampere-a10-shared", "nvidia-ampere-a100-80gb-1g10gb",
                  "amd-instinct-mi300x", "nvidia-ada-l40s", "nvidia-unknown", "habana-unknown"):
         assert name not in used
         assert types[name]["llm_engine_compatible"] is False
@@ -506,8 +532,9 @@ def test_recommended_storage_never_exceeds_node_ephemeral_storage():
     for entry in entries:
         assert int(entry["storage"][:-2]) * gpu.GIB <= 189 * gpu.GIB
     # cpus and memory are the node's share per GPU count (95 CPUs, 1120Gi, 8 GPUs)
+    # memory is capped at LLM Engine's per-worker limit for nvidia-ampere-a100 (1000Gi - 2Gi forwarder)
     assert [(e["cpus"], e["memory"]) for e in entries] == [
-        (9, "126Gi"), (20, "252Gi"), (41, "504Gi"), (84, "1008Gi")]
+        (9, "126Gi"), (20, "252Gi"), (41, "504Gi"), (84, "998Gi")]
 
 
 def test_recommended_hardware_needs_the_accelerator_label():
@@ -560,7 +587,8 @@ def test_eks_label_is_evidence_under_another_accelerator_label_name():
     result = gpu.discover([node], options(accelerator_label="example.com/accelerator"))
     record = result["nodes"][0]
     assert (record["gpu_type"], record["labeling_scheme"]) == ("nvidia-ampere-a10", "eks")
-    assert result["label_changes"][0]["patch"]["metadata"]["labels"] == {"example.com/accelerator": "nvidia-ampere-a10"}
+    assert result["label_changes"][0]["patch"]["metadata"]["labels"] == {
+        "example.com/accelerator": "nvidia-ampere-a10", gpu.GPU_PRODUCT_LABEL: "nvidia-ampere-a10"}
     # ... but not when we set it ourselves
     node["metadata"]["annotations"] = {gpu.MANAGED_LABELS_ANNOTATION: "k8s.amazonaws.com/accelerator"}
     record = gpu.discover([node], options(accelerator_label="example.com/accelerator"))["nodes"][0]
