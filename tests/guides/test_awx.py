@@ -143,7 +143,7 @@ def test_register_step_reaches_the_controller_from_every_task(user):
 
 
 def test_register_playbook_matches_the_page_and_the_inventory():
-    play, _ = _tasks()
+    play = _tasks()[0]
     templates = play["vars"]["awx_register_templates"]
     for template in templates:
         assert os.path.exists(os.path.join(guides.REPO_ROOT, "playbooks", template["playbook"])), template

@@ -52,7 +52,7 @@ def test_k3s_single_node_guide():
         password = secrets.token_urlsafe(12)
         env = user.env({"KUBECONFIG": sbx["KUBECONFIG"], "LLMOPS_K3S_NODE": NODE, "HF_TOKEN": env_token,
                         "EDITOR": user.editor, "GUIDE_EDITOR_TEXT": "vault_hf_token: " + vault_token})
-        answers = [(regex, password) for regex, _ in VAULT_PROMPTS]
+        answers = [(prompt[0], password) for prompt in VAULT_PROMPTS]
 
         runs = [require_ok(user.run(steps["secrets"], env, answers))]
         with open(user.checkout + "/inventories/k3s_single_node/group_vars/all/vault.yml", encoding="utf-8") as handle:

@@ -209,7 +209,7 @@ def run_step(step, *, cwd, env, answers=(), timeout=1800):
             os.killpg(proc.pid, signal.SIGKILL)
             out += b"\n[%s: killed after %ds]\n" % (step.label().encode(), timeout)
             break
-        ready, _, _ = select.select([master], [], [], 1.0)
+        ready = select.select([master], [], [], 1.0)[0]
         if not ready:
             continue
         try:
