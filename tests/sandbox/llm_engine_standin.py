@@ -75,7 +75,7 @@ SUPPORTED_QUANTIZATIONS = {"deepspeed": [], "text_generation_inference": ["bitsa
 REQUIRED_LABELS = ["team", "product"]
 RESTRICTED_LABELS = ["user_id", "endpoint_name"]
 RESERVED_METADATA_KEYS = ["_llm", "_CONVERTED_FROM_ARTIFACT_LIKE"]
-MAX_ENDPOINT_SIZE = 50
+MAX_ENDPOINT_SIZE = 250  # upstream common/resource_limits.py:21 (pinned a8236961)
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 INSTANCE_LIMITS = {  # cpus, memory, storage
     "nvidia-tesla-t4": (63, "250Gi", "640Gi"), "nvidia-ampere-a10": (63, "250Gi", "640Gi"),

@@ -151,7 +151,7 @@ BOTH_SIDES = [
     ("labels-value", {"labels": {"team": "t t", "product": "p"}}, {"labels": {"team": "t t", "product": "p"}},
      "Invalid label value"),
     ("min-zero", {"min_workers": 0}, {"min_workers": 0}, "Requested min workers 0 too low"),
-    ("max-too-high", {"max_workers": 51}, {"max_workers": 51}, "Requested max workers 51 too high"),
+    ("max-too-high", {"max_workers": 251}, {"max_workers": 251}, "Requested max workers 251 too high"),
     ("checkpoint-scheme", {"checkpoint_path": "/data/llama"}, {"checkpoint_path": "/data/llama"},
      "Only S3 and Azure"),
     ("checkpoint-tar", {"checkpoint_path": "s3://b/m.tar"}, {"checkpoint_path": "s3://b/m.tar"}, "Tar files"),
@@ -218,8 +218,8 @@ def test_update_changes_only_what_is_sent_and_engine_args_need_a_bundle_rebuild(
     call(standin, "PUT", "/v1/llm/model-endpoints/upd", {"max_model_len": 8192, "force_bundle_recreation": True})
     args = wait_status(standin, "upd", "READY")["spec"]["metadata"]["_llm"]["vllm_additional_args"]
     assert args == {"max_model_len": 8192}
-    assert call(standin, "PUT", "/v1/llm/model-endpoints/upd", {"max_workers": 99})[1] == {
-        "detail": "Requested max workers 99 too high"}
+    assert call(standin, "PUT", "/v1/llm/model-endpoints/upd", {"max_workers": 299})[1] == {
+        "detail": "Requested max workers 299 too high"}
     assert call(standin, "PUT", "/v1/llm/model-endpoints/nope", {"max_workers": 2})[0] == 404
 
 
