@@ -103,6 +103,9 @@ def world(tmp_path_factory, sandbox_env):
     # read without labeling anything (plan_labels computes the selectors as if the labels were set).
     setup = run_playbook([{
         "hosts": "localhost", "gather_facts": False, "tasks": [
+            # an interrupted earlier run can leave its endpoint behind (holding the sandbox's only T4)
+            {"name": "leftover endpoint", "llmops.serving.llm_endpoint": w.gateway_args(
+                name="drill-badinput", state="absent")},
             {"name": "stage", "llmops.serving.s3_model_stage": w.s3_args(mode="push", src=w.model_ok,
                                                                          create_bucket=True)},
             {"name": "discover", "llmops.serving.gpu_node_info": {
