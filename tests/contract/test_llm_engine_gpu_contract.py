@@ -17,6 +17,9 @@ from ansible_collections.llmops.serving.plugins.module_utils import gpu
 
 from tests.helpers.upstream import upstream_dir
 
+# `make contract` selects by this marker: without it these tests never ran in make test
+pytestmark = pytest.mark.contract
+
 SERVER = os.path.join("model-engine", "model_engine_server")
 GPU_TYPE_PY = os.path.join(SERVER, "domain", "entities", "gpu_type.py")
 RESOURCE_LIMITS_PY = os.path.join(SERVER, "common", "resource_limits.py")
