@@ -45,8 +45,19 @@ def secret_values(secrets):
     return unique(out)
 
 
+# Config documents that are mostly public settings (the same lines are in the chart's ConfigMaps) and
+# hold a secret only inside URLs: the model_engine role's launch config with the Redis password in the
+# cache URL. Their secret parts are the whole document and every URL password in it, not each line.
+CONFIG_DOCUMENTS = ("[service_config.yaml]",)
+_URL_PASSWORD_ANYWHERE = re.compile(r"[a-z][a-z0-9+.-]*://[^:/@\s]*:([^@\s]+)@")
+
+
 def _parts(label, value):
     parts = [(label, value)]
+    if label.endswith(CONFIG_DOCUMENTS):
+        for number, match in enumerate(_URL_PASSWORD_ANYWHERE.finditer(value), 1):
+            parts.append(("%s URL password %d" % (label, number), urllib.parse.unquote(match.group(1))))
+        return parts
     if "\n" in value.strip():
         for number, line in enumerate(value.splitlines(), 1):
             line = line.strip()
