@@ -42,7 +42,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -60,6 +59,7 @@ from tests.conftest import _link_collection  # noqa: E402 - after the repository
 _link_collection()
 # a fresh checkout has no .collections until the line above: forget that it was missing
 sys.path_importer_cache.pop(os.path.join(REPO, ".collections"), None)
+from tests.helpers.processes import kill_tree  # noqa: E402 - after the repository root is on sys.path
 from tests.helpers.sandbox import load_env, process_env, sandbox_dir  # noqa: E402 - after the repository root is on sys.path
 from tests.integration.s3_helpers import (  # noqa: E402 - after the repository root is on sys.path
     ThrowawayMinio,
@@ -464,36 +464,6 @@ def run_round(tools, data, total, want, order, rep, measure, pull_dir, clean_pre
         shutil.rmtree(dest)
     for tool in order:
         clean_prefix(prefixes[tool])
-
-
-def descendants(pid):
-    """Process ids below ``pid`` (Ansible's workers start their own sessions, so a process-group kill
-    does not reach the module)."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as handle:
-                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def kill_tree(proc):
-    for pid in [proc.pid] + descendants(proc.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
 
 
 def bench_resume(tools, client, data, total, cache):

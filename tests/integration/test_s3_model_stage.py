@@ -13,12 +13,12 @@ import time
 
 import pytest
 
+from tests.helpers.processes import kill_tree
 from tests.helpers.sandbox import run_playbook, task_results, total_changed
 from tests.integration.s3_helpers import (
     ThrowawayMinio,
     client_for,
     delete_bucket,
-    kill_tree,
     run_stage,
     run_stage_full,
     sandbox_s3,
