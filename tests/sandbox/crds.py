@@ -15,9 +15,11 @@ at the sandbox.
 """
 
 import glob
+import json
 import os
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
@@ -44,8 +46,11 @@ def manifests(addon, env=None):
 def _kubectl(env, *args, check=True):
     penv = dict(os.environ)
     penv.update(env)
-    return subprocess.run([env["SANDBOX_KUBECTL"], *args], env=penv, text=True,
-                          capture_output=True, check=check)
+    done = subprocess.run([env["SANDBOX_KUBECTL"], *args], env=penv, text=True, capture_output=True, check=False)
+    if check and done.returncode:
+        detail = done.stderr.strip() or done.stdout.strip()
+        raise RuntimeError("kubectl %s failed (exit %d): %s" % (" ".join(args[:2]), done.returncode, detail))
+    return done
 
 
 def crd_names(addon, env=None):
@@ -65,11 +70,49 @@ def install(addon, env=None):
     _kubectl(env, "wait", "--for=condition=Established", "--timeout=120s", *crd_names(addon, env))
 
 
-def remove(addon, env=None):
-    """Delete the add-on's CRDs (and so every object of their kinds) and wait until they are gone."""
+def stalled(crd):
+    """Whether a deleted CRD's cleanup failed and waits for a retry that may not come.
+
+    Seen in this sandbox (kube-apiserver v1.34.4, CI of stop 23 and again locally): the apiserver's
+    CRD finalizer lists the instances while the kind's watch cache is being rebuilt for the deletion,
+    logs ``crd_finalizer.go:302 ... failed with: storage is (re)initializing``, sets the Terminating
+    condition to InstanceDeletionFailed, and the CRD then stayed for 4-5 minutes (until the
+    apiextensions informers' resync) instead of being retried at once.
+    """
+    meta = crd.get("metadata") or {}
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return bool(meta.get("deletionTimestamp")) and any(
+        c.get("type") == "Terminating" and c.get("reason") == "InstanceDeletionFailed" for c in conditions)
+
+
+def remove(addon, env=None, timeout=180.0):
+    """Delete the add-on's CRDs (and so every object of their kinds) and wait until they are gone.
+
+    A CRD whose cleanup stalled (``stalled``) gets a new annotation value: a metadata change makes the
+    finalizer take it up again now rather than at the next resync.
+    """
     env = env or load_env()
     names = crd_names(addon, env)
-    _kubectl(env, "delete", "--ignore-not-found", "--wait=true", "--timeout=180s", *names)
+    _kubectl(env, "delete", "--ignore-not-found", "--wait=false", *names)
+    deadline = time.monotonic() + timeout
+    nudges = 0
+    while True:
+        out = _kubectl(env, "get", "--ignore-not-found", "-o", "json", *names).stdout
+        found = json.loads(out) if out.strip() else {"items": []}
+        left = found["items"] if "items" in found else [found]  # one name: the object itself
+        if not left:
+            return nudges
+        if time.monotonic() > deadline:
+            raise RuntimeError("CRDs of %s still present after %.0fs: %s (conditions: %s)" % (
+                addon, timeout, ", ".join(c["metadata"]["name"] for c in left),
+                [(c.get("status") or {}).get("conditions") for c in left]))
+        for crd in filter(stalled, left):
+            nudges += 1
+            done = _kubectl(env, "annotate", "--overwrite", "customresourcedefinition/" + crd["metadata"]["name"],
+                            "llmops.sandbox/cleanup-retry=%d" % nudges, check=False)
+            if done.returncode and "NotFound" not in done.stderr:  # gone meanwhile: what we wait for
+                raise RuntimeError("kubectl annotate failed: " + done.stderr.strip())
+        time.sleep(1.0)
 
 
 def main(argv):

@@ -214,3 +214,29 @@ def test_second_up_is_a_no_op(sandbox_env):
     assert "started" not in proc.stderr and "building" not in proc.stderr, proc.stderr
     after = json.load(open(os.path.join(sandbox_env["SANDBOX_DIR"], "state.json")))["pids"]
     assert after == before
+
+
+def test_crds_come_and_go_repeatedly(sandbox_env):
+    """crds.remove finishes in seconds even when the apiserver's CRD cleanup stalls (crds.stalled):
+    before the retry annotation, one such stall held the cert-manager CRDs past a 180 s wait in CI."""
+    from tests.sandbox import crds
+
+    for _ in range(4):
+        crds.install("cert-manager", sandbox_env)
+        start = time.monotonic()
+        crds.remove("cert-manager", sandbox_env, timeout=60.0)
+        assert time.monotonic() - start < 30
+    assert [n for n in kubectl("get", "crd", "-o", "name").stdout.split() if n.endswith(".cert-manager.io")] == []
+
+
+def test_a_stalled_crd_cleanup_is_recognised():
+    from tests.sandbox import crds
+
+    def crd(reason, deleting=True):
+        return {"metadata": {"deletionTimestamp": "2026-12-04T20:23:55Z"} if deleting else {},
+                "status": {"conditions": [{"type": "Established", "status": "True"},
+                                          {"type": "Terminating", "status": "True", "reason": reason}]}}
+    assert crds.stalled(crd("InstanceDeletionFailed"))
+    assert not crds.stalled(crd("InstanceDeletionInProgress"))
+    assert not crds.stalled(crd("InstanceDeletionFailed", deleting=False))
+    assert not crds.stalled({"metadata": {}})
