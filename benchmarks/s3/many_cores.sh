@@ -93,14 +93,14 @@ variant default-warm 50 --phases push,push-warm --repeat 2
 variant c16 60 --concurrency 16 $P2 --repeat 2
 variant c64 60 --concurrency 64 $P2 --repeat 2
 variant default 60 $P2 --repeat 2  # the reference for the patched variants below, in the same run
-if dir=$(patched bytes-body plugins/module_utils/s3_stage.py "Body=PartBody(view))" "Body=view.tobytes())"); then
+if dir=$(patched bytes-body plugins/module_utils/s3_transfer.py "Body=PartBody(view))" "Body=view.tobytes())"); then
   variant bytes-body 35 --collection "$dir" --phases push --repeat 2
 fi
-if dir=$(patched no-splice plugins/module_utils/s3_stage.py "self.splice = True" "self.splice = False"); then
+if dir=$(patched no-splice plugins/module_utils/s3_transfer.py "self.splice = True" "self.splice = False"); then
   variant no-splice 45 --collection "$dir" $P2 --repeat 2
 fi
-if dir=$(patched plain-reads plugins/module_utils/s3_stage.py "self.splice = True" "self.splice = False") &&
-  python3 - "$dir/plugins/module_utils/s3_stage.py" <<'EOF'; then
+if dir=$(patched plain-reads plugins/module_utils/s3_transfer.py "self.splice = True" "self.splice = False") &&
+  python3 - "$dir/plugins/module_utils/s3_body.py" <<'EOF'; then
 import sys
 path = sys.argv[1]
 text = open(path).read()

@@ -723,7 +723,7 @@ def machine_description():
 
 def ours_default_concurrency():
     """The module's default concurrency on this machine (what a task without ``concurrency`` gets)."""
-    from ansible_collections.llmops.serving.plugins.module_utils.s3_stage import default_concurrency
+    from ansible_collections.llmops.serving.plugins.module_utils.s3_stage_common import default_concurrency
 
     return default_concurrency(os.cpu_count())
 

@@ -156,19 +156,6 @@ def build_s3_client(params, concurrency=1):
     return session.client("s3", config=config, **client_kwargs(params))
 
 
-def transfer_config(concurrency, part_size):
-    """A boto3 ``TransferConfig`` for managed transfers that pins the classic transfer client."""
-    from boto3.s3.transfer import TransferConfig
-
-    return TransferConfig(
-        multipart_threshold=part_size,
-        multipart_chunksize=part_size,
-        max_concurrency=concurrency,
-        use_threads=True,
-        preferred_transfer_client="classic",
-    )
-
-
 def error_code(exc):
     """The S3 error code of a ClientError (``NoSuchBucket``, ``403``, ...), else None."""
     response = getattr(exc, "response", None) or {}

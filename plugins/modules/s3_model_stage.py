@@ -340,10 +340,12 @@ from ansible_collections.llmops.serving.plugins.module_utils.s3 import (
 )
 from ansible_collections.llmops.serving.plugins.module_utils.s3_stage import (
     StageContext,
+    run_stage,
+)
+from ansible_collections.llmops.serving.plugins.module_utils.s3_stage_common import (
     StageError,
     default_concurrency,
     parse_size,
-    run_stage,
     validate_stage_params,
 )
 

@@ -403,7 +403,7 @@ def test_pull_over_an_older_copy_never_shows_the_old_manifest_with_new_files(liv
         if os.path.dirname(os.path.abspath(dst)) == str(dest) and not dst.endswith(MANIFEST):
             seen.append(DirWatcher(str(dest)).observe_once())
 
-    monkeypatch.setattr(s3_stage.os, "replace", spy)
+    monkeypatch.setattr(os, "replace", spy)
     pulled = s3_stage.run_pull(ctx(), params)
     monkeypatch.undo()
     assert pulled["changed"] is True and len(seen) >= 2
@@ -437,7 +437,7 @@ def test_puller_killed_mid_download_resumes(live, tmp_path, fraction):
     import signal
     import subprocess
 
-    from ansible_collections.llmops.serving.plugins.module_utils import s3_stage
+    from ansible_collections.llmops.serving.plugins.module_utils import s3_transfer
 
     server = live
     bucket = "drill-puller-%d" % int(fraction * 100)
@@ -470,7 +470,7 @@ def test_puller_killed_mid_download_resumes(live, tmp_path, fraction):
     refetched = summary["bytes_transferred"]
     assert summary["bytes_resumed"] + refetched == total
     # per request in flight (2), at most what arrived since its last checkpoint is fetched again
-    bound = total - landed + 2 * (s3_stage.PULL_CHECKPOINT + s3_stage.DOWNLOAD_CHUNK) + MIB
+    bound = total - landed + 2 * (s3_transfer.PULL_CHECKPOINT + s3_transfer.DOWNLOAD_CHUNK) + MIB
     print("puller drill: killed at %.1f %% of %.1f MiB; restart fetched %.1f %% (bound %.1f %%), resumed %.1f %%"
           % (100.0 * landed / total, total / MIB, 100.0 * refetched / total, 100.0 * bound / total,
              100.0 * summary["bytes_resumed"] / total))

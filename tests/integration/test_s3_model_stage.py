@@ -558,9 +558,9 @@ def kill_pull_at(conn, args, dest, fraction, total):
 def unmarked_bound(concurrency):
     """Bytes a killed pull may have written without recording them: per request in flight, what
     arrived since its last checkpoint (plus one read buffer)."""
-    from ansible_collections.llmops.serving.plugins.module_utils import s3_stage
+    from ansible_collections.llmops.serving.plugins.module_utils import s3_transfer
 
-    return concurrency * (s3_stage.PULL_CHECKPOINT + s3_stage.DOWNLOAD_CHUNK)
+    return concurrency * (s3_transfer.PULL_CHECKPOINT + s3_transfer.DOWNLOAD_CHUNK)
 
 
 @pytest.mark.parametrize("fraction", [0.5])  # later kills: the puller drill (tests/drills/test_drill_s3_kill.py)

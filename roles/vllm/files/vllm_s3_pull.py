@@ -84,14 +84,14 @@ def _import_stage():
             % "; ".join(missing))
     try:
         from ansible_collections.llmops.serving.plugins.module_utils import s3 as s3_utils
-        from ansible_collections.llmops.serving.plugins.module_utils import s3_stage
+        from ansible_collections.llmops.serving.plugins.module_utils import s3_stage, s3_stage_common
         from ansible_collections.llmops.serving.plugins.modules import s3_model_stage
     except ImportError as exc:
         raise SystemExit(
             "vllm_s3_pull: cannot import the llmops.serving collection (%s); vllm_s3_puller_image must contain "
             "python3, ansible-core, boto3 and the collection (install it with ansible-galaxy or set "
             "ANSIBLE_COLLECTIONS_PATH)" % exc) from None
-    return s3_utils, s3_stage, s3_model_stage
+    return s3_utils, s3_stage, s3_stage_common, s3_model_stage
 
 
 def split_source(source):
@@ -136,14 +136,14 @@ def main(argv=None, environ=None):
     args = parser.parse_args(argv)
     if args.cache_dir is None:
         args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.dest)), ".llmops-hash-cache")
-    s3_utils, s3_stage, module = _import_stage()
+    s3_utils, s3_stage, common, module = _import_stage()
     try:
         params = build_params(module, args, environ)
-        params["part_size"] = s3_stage.parse_size(params["part_size"])
-    except (ValueError, s3_stage.StageError) as exc:
+        params["part_size"] = common.parse_size(params["part_size"])
+    except (ValueError, common.StageError) as exc:
         print("vllm_s3_pull: %s" % getattr(exc, "message", exc), file=sys.stderr)
         return 2
-    errors = s3_utils.validate_connection_params(params) + s3_stage.validate_stage_params(params)
+    errors = s3_utils.validate_connection_params(params) + common.validate_stage_params(params)
     if errors:
         print("vllm_s3_pull: " + "; ".join(errors), file=sys.stderr)
         return 2
@@ -154,7 +154,7 @@ def main(argv=None, environ=None):
     except s3_utils.S3ConfigError as exc:
         print("vllm_s3_pull: %s" % exc, file=sys.stderr)
         return 1
-    except s3_stage.StageError as exc:
+    except common.StageError as exc:
         print("vllm_s3_pull: %s" % exc.message, file=sys.stderr)
         return 1
     for warning in getattr(ctx, "warnings", []):

@@ -69,13 +69,6 @@ def test_build_client_rejects_bad_params_before_any_request():
         s3.build_s3_client(params(endpoint_url="ftp://x"))
 
 
-def test_transfer_config_pins_classic_client():
-    cfg = s3.transfer_config(concurrency=8, part_size=64 * 1024 * 1024)
-    assert cfg.preferred_transfer_client == "classic"
-    assert cfg.max_concurrency == 8
-    assert cfg.multipart_chunksize == 64 * 1024 * 1024
-
-
 def client_error(code, status=400, message="msg"):
     return ClientError({"Error": {"Code": code, "Message": message},
                         "ResponseMetadata": {"HTTPStatusCode": status}}, "ListObjectsV2")

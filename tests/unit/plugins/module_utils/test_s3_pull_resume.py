@@ -7,7 +7,8 @@ import json
 import os
 
 import pytest
-from ansible_collections.llmops.serving.plugins.module_utils import s3_stage as st
+from ansible_collections.llmops.serving.plugins.module_utils import s3_partial
+from ansible_collections.llmops.serving.plugins.module_utils import s3_stage_common as common
 
 MIB = 1024 * 1024
 SHA_A = "a" * 64
@@ -15,7 +16,7 @@ SHA_B = "b" * 64
 
 
 def header(size=100, sha=SHA_A, etag="e1", key="m/w.safetensors"):
-    return st.progress_header(key, size, sha, etag)
+    return s3_partial.progress_header(key, size, sha, etag)
 
 
 def log_text(head, *lines):
@@ -25,88 +26,88 @@ def log_text(head, *lines):
 # ---- names ----------------------------------------------------------------------------------
 
 def test_partial_names_are_stable_hidden_and_excluded_from_scans():
-    data, log = st.partial_names("sub/model.safetensors", 10, SHA_A)
-    assert (data, log) == st.partial_names("sub/model.safetensors", 10, SHA_A)
-    assert data.startswith(".model.safetensors.") and data.endswith(st.PARTIAL_SUFFIX)
-    assert log == data[:-len(st.PARTIAL_SUFFIX)] + ".progress" + st.PARTIAL_SUFFIX
+    data, log = s3_partial.partial_names("sub/model.safetensors", 10, SHA_A)
+    assert (data, log) == s3_partial.partial_names("sub/model.safetensors", 10, SHA_A)
+    assert data.startswith(".model.safetensors.") and data.endswith(common.PARTIAL_SUFFIX)
+    assert log == data[:-len(common.PARTIAL_SUFFIX)] + ".progress" + common.PARTIAL_SUFFIX
     # both are left out of scans (push, pull planning, delete_extra) by the built-in exclude
-    assert not st.path_selected("sub/" + data, [], st.DEFAULT_EXCLUDE)
-    assert not st.path_selected("sub/" + log, [], st.DEFAULT_EXCLUDE)
+    assert not common.path_selected("sub/" + data, [], common.DEFAULT_EXCLUDE)
+    assert not common.path_selected("sub/" + log, [], common.DEFAULT_EXCLUDE)
 
 
 @pytest.mark.parametrize("other", [("sub/model.safetensors", 11, SHA_A), ("sub/model.safetensors", 10, SHA_B),
                                    ("other/model.safetensors", 10, SHA_A)])
 def test_a_new_version_or_another_file_gets_other_partial_names(other):
-    assert st.partial_names(*other)[0] != st.partial_names("sub/model.safetensors", 10, SHA_A)[0]
+    assert s3_partial.partial_names(*other)[0] != s3_partial.partial_names("sub/model.safetensors", 10, SHA_A)[0]
 
 
 def test_long_names_stay_below_name_max():
-    data, log = st.partial_names("d/" + "x" * 250, 1, SHA_A)
+    data, log = s3_partial.partial_names("d/" + "x" * 250, 1, SHA_A)
     assert len(log) <= 255 and len(data) <= 255
-    assert data != st.partial_names("d/" + "x" * 249 + "y", 1, SHA_A)[0]
+    assert data != s3_partial.partial_names("d/" + "x" * 249 + "y", 1, SHA_A)[0]
 
 
 # ---- progress log ---------------------------------------------------------------------------
 
 def test_merge_intervals_joins_overlapping_and_touching_ranges():
-    assert st.merge_intervals([(10, 20), (0, 5), (5, 8), (15, 30), (40, 50)]) == [(0, 8), (10, 30), (40, 50)]
-    assert st.merge_intervals([]) == []
+    assert s3_partial.merge_intervals([(10, 20), (0, 5), (5, 8), (15, 30), (40, 50)]) == [(0, 8), (10, 30), (40, 50)]
+    assert s3_partial.merge_intervals([]) == []
 
 
 def test_parse_progress_returns_the_recorded_ranges_merged():
     text = log_text(header(), "0 10", "10 20", "50 60")
-    assert st.parse_progress(text, header()) == ([(0, 20), (50, 60)], None)
+    assert s3_partial.parse_progress(text, header()) == ([(0, 20), (50, 60)], None)
 
 
 def test_parse_progress_ignores_a_torn_last_line_and_ranges_outside_the_file():
     text = log_text(header(), "0 10", "90 120", "30 20") + "40 4"
     # "40 4" is the start of "40 45" cut by a crash: a torn number is smaller, never a wider claim
-    assert st.parse_progress(text, header()) == ([(0, 10)], None)
-    assert st.parse_progress(log_text(header()) + "7", header()) == ([], None)
+    assert s3_partial.parse_progress(text, header()) == ([(0, 10)], None)
+    assert s3_partial.parse_progress(log_text(header()) + "7", header()) == ([], None)
 
 
 @pytest.mark.parametrize("field,value", [("sha256", SHA_B), ("etag", "e2"), ("size", 101), ("key", "m/x")])
 def test_parse_progress_discards_a_log_of_another_object(field, value):
-    intervals, reason = st.parse_progress(log_text(header(), "0 10"), dict(header(), **{field: value}))
+    intervals, reason = s3_partial.parse_progress(log_text(header(), "0 10"), dict(header(), **{field: value}))
     assert intervals == [] and "the object changed" in reason and field in reason
 
 
 @pytest.mark.parametrize("text", ["", "not json\n0 10\n", json.dumps({"format": "other"}) + "\n0 10\n",
                                   json.dumps(dict(header(), version=2)) + "\n0 10\n"])
 def test_parse_progress_discards_unreadable_or_foreign_logs(text):
-    intervals, reason = st.parse_progress(text, header())
+    intervals, reason = s3_partial.parse_progress(text, header())
     assert intervals == [] and reason
 
 
 def test_covered_prefix_counts_only_bytes_without_a_gap_from_the_offset():
     intervals = [(0, 8), (10, 30)]
-    assert st.covered_prefix(intervals, 0, 5) == 5
-    assert st.covered_prefix(intervals, 0, 10) == 8
-    assert st.covered_prefix(intervals, 12, 100) == 18
-    assert st.covered_prefix(intervals, 8, 5) == 0
-    assert st.covered_prefix([], 0, 5) == 0
+    assert s3_partial.covered_prefix(intervals, 0, 5) == 5
+    assert s3_partial.covered_prefix(intervals, 0, 10) == 8
+    assert s3_partial.covered_prefix(intervals, 12, 100) == 18
+    assert s3_partial.covered_prefix(intervals, 8, 5) == 0
+    assert s3_partial.covered_prefix([], 0, 5) == 0
 
 
 def test_resume_ranges_fetch_only_what_each_range_lacks():
-    ranges = st.part_ranges(20 * MIB, 5 * MIB)
+    ranges = common.part_ranges(20 * MIB, 5 * MIB)
     # range 1 complete, range 2 half done, range 3 untouched, range 4 complete
-    intervals = st.merge_intervals([(0, 5 * MIB), (5 * MIB, 7 * MIB), (15 * MIB, 20 * MIB)])
-    assert st.resume_ranges(ranges, intervals) == [(5 * MIB, 0), (7 * MIB, 3 * MIB), (10 * MIB, 5 * MIB),
+    intervals = s3_partial.merge_intervals([(0, 5 * MIB), (5 * MIB, 7 * MIB), (15 * MIB, 20 * MIB)])
+    assert s3_partial.resume_ranges(ranges, intervals) == [(5 * MIB, 0), (7 * MIB, 3 * MIB), (10 * MIB, 5 * MIB),
                                                    (20 * MIB, 0)]
-    assert st.resume_ranges(st.part_ranges(0, 5 * MIB), []) == [(0, 0)]
+    assert s3_partial.resume_ranges(common.part_ranges(0, 5 * MIB), []) == [(0, 0)]
 
 
 def test_dead_partials_are_the_partial_files_no_download_of_this_run_uses():
     found = ["/d/.a.1.llmops-partial", "/d/.a.1.progress.llmops-partial", "/d/.b.2.llmops-partial",
              "/d/.c.XYZ12345.llmops-partial", "/d/config.json"]
     live = {"/d/.a.1.llmops-partial", "/d/.a.1.progress.llmops-partial"}
-    assert st.dead_partials(found, live) == ["/d/.b.2.llmops-partial", "/d/.c.XYZ12345.llmops-partial"]
+    assert s3_partial.dead_partials(found, live) == ["/d/.b.2.llmops-partial", "/d/.c.XYZ12345.llmops-partial"]
 
 
 # ---- PartialDownload on real files -----------------------------------------------------------
 
 def partial(directory, size=10 * MIB, sha=SHA_A, etag="e1"):
-    return st.PartialDownload(str(directory), "w.safetensors", "m/w.safetensors", size, sha, etag)
+    return s3_partial.PartialDownload(str(directory), "w.safetensors", "m/w.safetensors", size, sha, etag)
 
 
 def test_a_new_partial_is_sparse_at_full_size_with_a_header_only_log(tmp_path):
@@ -130,7 +131,8 @@ def test_marked_ranges_are_kept_by_the_next_open(tmp_path):
     try:
         assert again.intervals == [(0, 4 * MIB)] and again.kept_bytes() == 4 * MIB and again.discarded is None
         assert os.pread(again.fd, 4, 2 * MIB) == b"xxxx"
-        assert st.resumable_bytes(str(tmp_path), "w.safetensors", "m/w.safetensors", 10 * MIB, SHA_A, "e1") == 4 * MIB
+        kept = s3_partial.resumable_bytes(str(tmp_path), "w.safetensors", "m/w.safetensors", 10 * MIB, SHA_A, "e1")
+        assert kept == 4 * MIB
     finally:
         again.close()
 
@@ -173,7 +175,7 @@ def test_a_data_file_without_its_log_or_of_the_wrong_size_is_discarded(tmp_path)
 def test_a_partial_held_by_a_live_run_is_refused_not_shared(tmp_path):
     first = partial(tmp_path).open()
     try:
-        with pytest.raises(st.StageError, match="another pull is downloading w.safetensors"):
+        with pytest.raises(common.StageError, match="another pull is downloading w.safetensors"):
             partial(tmp_path).open()
     finally:
         first.close()
@@ -202,7 +204,7 @@ def test_remove_dead_partials_spares_live_and_locked_files(tmp_path):
     holder = os.open(str(locked), os.O_RDONLY)
     fcntl.flock(holder, fcntl.LOCK_EX)
     try:
-        removed, freed = st.remove_dead_partials(str(tmp_path), {live.path, live.log_path})
+        removed, freed = s3_partial.remove_dead_partials(str(tmp_path), {live.path, live.log_path})
     finally:
         os.close(holder)
         live.close()
@@ -217,13 +219,13 @@ def test_a_file_system_without_flock_still_pulls_and_removes_debris(tmp_path, mo
     def no_locks(_fd, _op):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(st.fcntl, "flock", no_locks)
+    monkeypatch.setattr(fcntl, "flock", no_locks)
     p = partial(tmp_path).open()
     p.mark(0, MIB)
     p.close()
     debris = tmp_path / ".old.0123456789abcdef.llmops-partial"
     debris.write_bytes(b"x")
-    assert st.remove_dead_partials(str(tmp_path), {p.path, p.log_path})[0] == 1
+    assert s3_partial.remove_dead_partials(str(tmp_path), {p.path, p.log_path})[0] == 1
     again = partial(tmp_path).open()
     assert again.intervals == [(0, MIB)]
     again.close()

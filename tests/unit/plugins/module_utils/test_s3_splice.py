@@ -9,7 +9,8 @@ import socket
 import threading
 
 import pytest
-from ansible_collections.llmops.serving.plugins.module_utils import s3_stage as st
+from ansible_collections.llmops.serving.plugins.module_utils import s3_body
+from ansible_collections.llmops.serving.plugins.module_utils import s3_stage_common as common
 
 pytestmark = pytest.mark.skipif(getattr(os, "splice", None) is None, reason="os.splice needs Linux and Python >= 3.10")
 
@@ -86,7 +87,7 @@ def test_splice_writes_the_body_at_its_offset_and_completes_the_response(serve, 
     resp = server.response()
     path, fd = _file(tmp_path, 4096 + len(data))
     try:
-        done = st.splice_body(resp, fd, 4096, len(data), bytearray(64 * 1024), 5, threading.Event(), "obj")
+        done = s3_body.splice_body(resp, fd, 4096, len(data), bytearray(64 * 1024), 5, threading.Event(), "obj")
     finally:
         os.close(fd)
     assert done == len(data)
@@ -102,7 +103,7 @@ def test_short_body_returns_what_arrived(serve, tmp_path):
     resp = server.response()
     path, fd = _file(tmp_path, len(data))
     try:
-        done = st.splice_body(resp, fd, 0, len(data), bytearray(64 * 1024), 5, threading.Event(), "obj")
+        done = s3_body.splice_body(resp, fd, 0, len(data), bytearray(64 * 1024), 5, threading.Event(), "obj")
     finally:
         os.close(fd)
     assert done == 1024 * 1024
@@ -118,8 +119,8 @@ def test_stalled_server_is_a_named_read_timeout(serve, tmp_path):
     _path, fd = _file(tmp_path, len(data) * 2)
     try:
         want = r"no data for 0.5 s while downloading k \(endpoint http://x\) \(read timeout\); check that the server"
-        with pytest.raises(st.StageError, match=want):
-            st.splice_body(resp, fd, 0, len(data) * 2, bytearray(64 * 1024), 0.5, threading.Event(),
+        with pytest.raises(common.StageError, match=want):
+            s3_body.splice_body(resp, fd, 0, len(data) * 2, bytearray(64 * 1024), 0.5, threading.Event(),
                            "downloading k (endpoint http://x)")
     finally:
         stall.set()
@@ -134,8 +135,8 @@ def test_cancel_stops_between_chunks(serve, tmp_path):
     cancel = threading.Event()
     cancel.set()
     try:
-        with pytest.raises(st._CancelledError):
-            st.splice_body(resp, fd, 0, len(data), bytearray(64 * 1024), 5, cancel, "obj")
+        with pytest.raises(s3_body._CancelledError):
+            s3_body.splice_body(resp, fd, 0, len(data), bytearray(64 * 1024), 5, cancel, "obj")
     finally:
         os.close(fd)
 
@@ -155,8 +156,8 @@ def test_socket_refusing_splice_falls_back_without_losing_buffered_bytes(serve, 
     monkeypatch.setattr(os, "splice", refuse_socket)
     buf = bytearray(64 * 1024)
     try:
-        with pytest.raises(st._SpliceUnsupportedError) as caught:
-            st.splice_body(resp, fd, 0, len(data), buf, 5, threading.Event(), "obj")
+        with pytest.raises(s3_body._SpliceUnsupportedError) as caught:
+            s3_body.splice_body(resp, fd, 0, len(data), buf, 5, threading.Event(), "obj")
         done = caught.value.done
         assert 0 < done < len(data)  # what http.client had buffered with the headers
         # the rest through http.client, as the engine's buffer path continues
@@ -188,7 +189,7 @@ def test_file_system_refusing_splice_copies_through_the_buffer(serve, tmp_path, 
 
     monkeypatch.setattr(os, "splice", refuse_file)
     try:
-        done = st.splice_body(resp, fd, 0, len(data), bytearray(64 * 1024), 5, threading.Event(), "obj")
+        done = s3_body.splice_body(resp, fd, 0, len(data), bytearray(64 * 1024), 5, threading.Event(), "obj")
     finally:
         os.close(fd)
     assert done == len(data)
@@ -206,9 +207,9 @@ def test_splice_only_for_plain_http_and_untouched_responses(serve):
     server = serve(data)
     resp = server.response()
     body = _Body(resp)
-    assert st.splice_target(body, "http://127.0.0.1:9000") is resp
-    assert st.splice_target(body, "https://s3.example.com") is None  # TLS is decrypted in user space
-    assert st.splice_target(body, None) is None  # AWS S3: https
+    assert s3_body.splice_target(body, "http://127.0.0.1:9000") is resp
+    assert s3_body.splice_target(body, "https://s3.example.com") is None  # TLS is decrypted in user space
+    assert s3_body.splice_target(body, None) is None  # AWS S3: https
     body._raw_stream._fp_bytes_read = 3
-    assert st.splice_target(body, "http://127.0.0.1:9000") is None
+    assert s3_body.splice_target(body, "http://127.0.0.1:9000") is None
     resp.read()
