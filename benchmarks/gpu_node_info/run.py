@@ -44,7 +44,7 @@ sys.path.insert(0, REPO)
 from tests.conftest import _link_collection  # noqa: E402 - after the repository root is on sys.path
 
 _link_collection()
-from ansible_collections.llmops.serving.plugins.module_utils.gpu import gpu_resource_vendor  # noqa: E402 - after the repository root is on sys.path
+from ansible_collections.llmops.serving.plugins.module_utils.gpu_node import gpu_resource_vendor  # noqa: E402 - after the repository root is on sys.path
 
 from benchmarks.run_all import machine, row, write_results  # noqa: E402 - after the repository root is on sys.path
 from tests.helpers.sandbox import load_env, process_env  # noqa: E402 - after the repository root is on sys.path

@@ -15,7 +15,7 @@ __metaclass__ = type
 
 import json
 
-from ansible_collections.llmops.serving.plugins.module_utils.gpu import (
+from ansible_collections.llmops.serving.plugins.module_utils.gpu_node import (
     add_pod_allocations,
     prune_node,
 )

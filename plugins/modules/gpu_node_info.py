@@ -396,9 +396,8 @@ from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions imp
 from ansible_collections.llmops.serving.plugins.module_utils.gpu import (
     DEFAULT_ACCELERATOR_LABEL,
     DiscoveryError,
-    build_options,
-    discover,
 )
+from ansible_collections.llmops.serving.plugins.module_utils.gpu_discovery import discover
 from ansible_collections.llmops.serving.plugins.module_utils.gpu_k8s import (
     GpuDiscoveryApiError,
     TransportError,
@@ -406,6 +405,7 @@ from ansible_collections.llmops.serving.plugins.module_utils.gpu_k8s import (
     list_nodes,
     unreachable_message,
 )
+from ansible_collections.llmops.serving.plugins.module_utils.gpu_node import build_options
 
 
 def argspec():

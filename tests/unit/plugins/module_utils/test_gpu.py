@@ -10,7 +10,13 @@ import os
 
 import pytest
 import yaml
-from ansible_collections.llmops.serving.plugins.module_utils import gpu
+from ansible_collections.llmops.serving.plugins.module_utils import (
+    gpu,
+    gpu_discovery,
+    gpu_node,
+    k8s_names,
+    k8s_quantity,
+)
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "gpu", "nodes.yaml")
 
@@ -23,17 +29,17 @@ ENTRIES = dict((entry["node"]["metadata"]["name"], entry) for entry in TABLE["no
 def options(**overrides):
     opts = dict(TABLE["options"])
     opts.update(overrides)
-    return gpu.build_options(**opts)
+    return gpu_node.build_options(**opts)
 
 
 @pytest.fixture(scope="module")
 def planned():
-    return gpu.discover(copy.deepcopy(NODES), options(), allocations={})
+    return gpu_discovery.discover(copy.deepcopy(NODES), options(), allocations={})
 
 
 @pytest.fixture(scope="module")
 def unplanned():
-    return gpu.discover(copy.deepcopy(NODES), options(plan_labels=False))
+    return gpu_discovery.discover(copy.deepcopy(NODES), options(plan_labels=False))
 
 
 def _labels_after(result):
@@ -128,8 +134,9 @@ def test_selectors_prefer_product_then_family_then_our_product_label(planned):
     assert sources["nvidia-ampere-a100"] == "family-memory"
     assert sources["nvidia-unknown"] == "gpu-product-label"
     # without our product label, an accelerator label that names the type itself is used
-    unplanned = gpu.discover([copy.deepcopy(ENTRIES["eks-a10g"]["node"]), copy.deepcopy(ENTRIES["gfd-t4"]["node"])],
-                             options(plan_labels=False))
+    unplanned = gpu_discovery.discover(
+        [copy.deepcopy(ENTRIES["eks-a10g"]["node"]), copy.deepcopy(ENTRIES["gfd-t4"]["node"])],
+        options(plan_labels=False))
     a10 = unplanned["gpu_types"]["nvidia-ampere-a10"]
     assert (a10["node_selector"], a10["node_selector_source"]) == (
         {"k8s.amazonaws.com/accelerator": "nvidia-ampere-a10"}, "accelerator-label")
@@ -155,13 +162,13 @@ def test_without_label_plan_selectors_use_only_existing_labels(unplanned):
 
 
 def test_choose_selector_falls_back_to_fewest_extra_nodes():
-    index = gpu.LabelIndex({"a": {"x": "1", "y": "1"}, "b": {"x": "1", "y": "1"}, "c": {"x": "1", "y": "2"}})
+    index = gpu_discovery.LabelIndex({"a": {"x": "1", "y": "1"}, "b": {"x": "1", "y": "1"}, "c": {"x": "1", "y": "2"}})
     cands = {"a": {"product": [{"x": "1"}], "family-memory": [{"y": "1"}]},
              "b": {"product": [{"x": "1"}], "family-memory": [{"y": "1"}]}}
-    assert gpu.choose_selector(["a", "b"], cands, index) == ({"y": "1"}, True, "family-memory")
+    assert gpu_discovery.choose_selector(["a", "b"], cands, index) == ({"y": "1"}, True, "family-memory")
     cands = {"a": {"product": [{"x": "1"}]}, "b": {"product": [{"x": "1"}]}}
-    assert gpu.choose_selector(["a"], {"a": cands["a"]}, index) == ({"x": "1"}, False, "product")
-    assert gpu.choose_selector(["a"], {"a": {}}, index) == ({}, False, None)
+    assert gpu_discovery.choose_selector(["a"], {"a": cands["a"]}, index) == ({"x": "1"}, False, "product")
+    assert gpu_discovery.choose_selector(["a"], {"a": {}}, index) == ({}, False, None)
 
 
 # ------------------------------------------------------------------------------------------ labels
@@ -209,7 +216,7 @@ def _apply(nodes, changes):
 
 def test_second_run_after_labeling_changes_nothing_and_classifies_the_same(planned):
     relabeled = _apply(NODES, planned["label_changes"])
-    again = gpu.discover(relabeled, options(), allocations={})
+    again = gpu_discovery.discover(relabeled, options(), allocations={})
     assert again["label_changes"] == []
     assert [(r["name"], r["gpu_types"]) for r in again["nodes"]] == \
         [(r["name"], r["gpu_types"]) for r in planned["nodes"]]
@@ -222,12 +229,12 @@ def test_managed_label_is_not_evidence():
     node = copy.deepcopy(ENTRIES["k3s-gpu"]["node"])
     node["metadata"]["labels"]["k8s.amazonaws.com/accelerator"] = "nvidia-hopper-h100"
     node["metadata"]["annotations"] = {gpu.MANAGED_LABELS_ANNOTATION: "k8s.amazonaws.com/accelerator"}
-    result = gpu.discover([node], options())
+    result = gpu_discovery.discover([node], options())
     assert result["nodes"][0]["gpu_type"] == "nvidia-unknown"
     assert result["label_changes"][0]["action"] == "update"
     # the same label set by someone else is evidence
     del node["metadata"]["annotations"]
-    result = gpu.discover([node], options())
+    result = gpu_discovery.discover([node], options())
     assert result["nodes"][0]["gpu_type"] == "nvidia-hopper-h100"
     assert result["nodes"][0]["labeling_scheme"] == "accelerator-label"
     assert result["label_changes"][0]["patch"]["metadata"]["labels"] == {gpu.GPU_PRODUCT_LABEL: "nvidia-hopper-h100"}
@@ -235,7 +242,7 @@ def test_managed_label_is_not_evidence():
 
 def test_override_conflicting_with_foreign_label_is_reported_not_applied():
     node = copy.deepcopy(ENTRIES["eks-a10g"]["node"])
-    result = gpu.discover([node], options(gpu_type_overrides={"eks-a10g": "nvidia-ada-l4"}))
+    result = gpu_discovery.discover([node], options(gpu_type_overrides={"eks-a10g": "nvidia-ada-l4"}))
     assert result["nodes"][0]["gpu_type"] == "nvidia-ada-l4"
     assert result["label_changes"][0]["patch"]["metadata"]["labels"] == {gpu.GPU_PRODUCT_LABEL: "nvidia-ada-l4"}
     assert sorted(w["code"] for w in result["warnings"]) == ["accelerator_label_conflict", "no_llm_engine_type"]
@@ -248,7 +255,7 @@ def test_other_managed_keys_are_kept_when_the_label_name_changes():
     node = copy.deepcopy(ENTRIES["gfd-t4"]["node"])
     node["metadata"]["labels"]["example.com/accel"] = "nvidia-tesla-t4"
     node["metadata"]["annotations"] = {gpu.MANAGED_LABELS_ANNOTATION: "example.com/accel"}
-    result = gpu.discover([node], options(accelerator_label="k8s.amazonaws.com/accelerator"))
+    result = gpu_discovery.discover([node], options(accelerator_label="k8s.amazonaws.com/accelerator"))
     patch = result["label_changes"][0]["patch"]["metadata"]
     assert patch["labels"] == {"k8s.amazonaws.com/accelerator": "nvidia-tesla-t4",
                                gpu.GPU_PRODUCT_LABEL: "nvidia-tesla-t4"}
@@ -256,14 +263,14 @@ def test_other_managed_keys_are_kept_when_the_label_name_changes():
         gpu.MANAGED_LABELS_ANNOTATION: "example.com/accel,k8s.amazonaws.com/accelerator,llmops.serving/gpu-product"}
     # and the other key is still recognised as ours when that label name is used again
     node["metadata"]["labels"]["example.com/accel"] = "nvidia-ada-l4"
-    result = gpu.discover([node], options(accelerator_label="example.com/accel"))
+    result = gpu_discovery.discover([node], options(accelerator_label="example.com/accel"))
     assert result["label_changes"][0]["action"] == "update"
 
 
 def test_existing_correct_foreign_label_is_not_claimed():
     node = copy.deepcopy(ENTRIES["gfd-t4"]["node"])
     node["metadata"]["labels"]["k8s.amazonaws.com/accelerator"] = "nvidia-tesla-t4"
-    result = gpu.discover([node], options())
+    result = gpu_discovery.discover([node], options())
     assert [c["patch"]["metadata"]["labels"] for c in result["label_changes"]] == [
         {gpu.GPU_PRODUCT_LABEL: "nvidia-tesla-t4"}]
     assert result["nodes"][0]["accelerator_label_managed"] is False
@@ -272,7 +279,7 @@ def test_existing_correct_foreign_label_is_not_claimed():
 # ------------------------------------------------------------------------------------------ overrides
 def test_override_by_node_name_maps_device_plugin_only_node():
     node = copy.deepcopy(ENTRIES["k3s-gpu"]["node"])
-    result = gpu.discover([node], options(gpu_type_overrides={"k3s-gpu": "nvidia-ada-l40"}))
+    result = gpu_discovery.discover([node], options(gpu_type_overrides={"k3s-gpu": "nvidia-ada-l40"}))
     record = result["nodes"][0]
     assert (record["gpu_type"], record["labeling_scheme"], record["memory_mib"]) == (
         "nvidia-ada-l40", "override", 49152)
@@ -282,27 +289,28 @@ def test_override_by_node_name_maps_device_plugin_only_node():
 
 def test_override_by_product_keeps_sharing_suffix():
     node = copy.deepcopy(ENTRIES["timeslice-t4"]["node"])
-    result = gpu.discover([node], options(gpu_type_overrides={"Tesla-T4": "gpu-small"}))
+    result = gpu_discovery.discover([node], options(gpu_type_overrides={"Tesla-T4": "gpu-small"}))
     assert result["nodes"][0]["gpu_type"] == "gpu-small-shared"
-    result = gpu.discover([node], options(gpu_type_overrides={"tesla t4 shared": "gpu-small"}))
+    result = gpu_discovery.discover([node], options(gpu_type_overrides={"tesla t4 shared": "gpu-small"}))
     assert result["nodes"][0]["gpu_type"] == "gpu-small"
 
 
 def test_unknown_product_mapped_by_override_has_no_warning():
     node = copy.deepcopy(ENTRIES["gfd-gtx"]["node"])
-    result = gpu.discover([node], options(gpu_type_overrides={"NVIDIA-GeForce-GTX-1080-Ti": "nvidia-pascal-1080ti"}))
+    overrides = {"NVIDIA-GeForce-GTX-1080-Ti": "nvidia-pascal-1080ti"}
+    result = gpu_discovery.discover([node], options(gpu_type_overrides=overrides))
     assert result["nodes"][0]["gpu_type"] == "nvidia-pascal-1080ti"
     # the product is known now, but no LLM Engine type is known to fit it ...
     assert [w["code"] for w in result["warnings"]] == ["no_llm_engine_type"]
     # ... until that is mapped too
-    result = gpu.discover([node], options(gpu_type_overrides={"NVIDIA-GeForce-GTX-1080-Ti": "nvidia-pascal-1080ti"},
-                                          llm_engine_gpu_types={"nvidia-pascal-1080ti": "nvidia-tesla-t4"}))
+    result = gpu_discovery.discover([node], options(gpu_type_overrides=overrides,
+                                                    llm_engine_gpu_types={"nvidia-pascal-1080ti": "nvidia-tesla-t4"}))
     assert [w["code"] for w in result["warnings"]] == []
     assert result["nodes"][0]["llm_engine_gpu_type"] == "nvidia-tesla-t4"
 
 
 def test_unused_override_is_reported():
-    result = gpu.discover(copy.deepcopy(NODES), options(gpu_type_overrides={"k3s-gpuu": "nvidia-ada-l40"}))
+    result = gpu_discovery.discover(copy.deepcopy(NODES), options(gpu_type_overrides={"k3s-gpuu": "nvidia-ada-l40"}))
     assert [w for w in result["warnings"] if w["code"] == "unused_override" and "k3s-gpuu" in w["message"]]
 
 
@@ -317,7 +325,7 @@ def test_unused_override_is_reported():
 ])
 def test_bad_options_raise_with_the_input_named(kwargs, needle):
     with pytest.raises(gpu.DiscoveryError) as err:
-        gpu.build_options(**kwargs)
+        gpu_node.build_options(**kwargs)
     assert needle in str(err.value)
 
 
@@ -399,7 +407,7 @@ def test_instance_type_table(instance_type, expected):
 
 def test_every_table_type_is_a_valid_label_value():
     for gpu_type in gpu.KNOWN_GPU_TYPES:
-        assert gpu.is_valid_label_value(gpu_type), gpu_type
+        assert k8s_names.is_valid_label_value(gpu_type), gpu_type
     assert gpu.unknown_product_type("nvidia", "NVIDIA GeForce RTX 2080 SUPER (rev a1)") == \
         "nvidia-geforce-rtx-2080-super-rev-a1"
     assert len(gpu.unknown_product_type("nvidia", "X" * 200)) <= 63
@@ -412,7 +420,7 @@ def test_llm_engine_names_are_used_where_they_exist():
         assert name in names
     node = copy.deepcopy(ENTRIES["mig-single-h100"]["node"])
     node["metadata"]["labels"]["nvidia.com/gpu.product"] = "NVIDIA-H100-80GB-HBM3-MIG-3g.40gb"
-    assert gpu.discover([node], options())["nodes"][0]["gpu_type"] == "nvidia-hopper-h100-3g40gb"
+    assert gpu_discovery.discover([node], options())["nodes"][0]["gpu_type"] == "nvidia-hopper-h100-3g40gb"
 
 
 # ------------------------------------------------------------------------------------------ warnings
@@ -420,13 +428,13 @@ def test_mixed_driver_versions_warn_once(planned):
     found = [w for w in planned["warnings"] if w["code"] == "mixed_driver_versions"]
     assert len(found) == 1
     assert "535.216.03 on gfd-gtx, timeslice-t4" in found[0]["message"]
-    single = gpu.discover([copy.deepcopy(ENTRIES["gfd-t4"]["node"]), copy.deepcopy(ENTRIES["gfd-a10g"]["node"])],
-                          options())
+    single = gpu_discovery.discover(
+        [copy.deepcopy(ENTRIES["gfd-t4"]["node"]), copy.deepcopy(ENTRIES["gfd-a10g"]["node"])], options())
     assert not [w for w in single["warnings"] if w["code"] == "mixed_driver_versions"]
 
 
 def test_cpu_only_cluster_has_no_gpu_types():
-    result = gpu.discover([copy.deepcopy(ENTRIES["cpu-1"]["node"])], options())
+    result = gpu_discovery.discover([copy.deepcopy(ENTRIES["cpu-1"]["node"])], options())
     assert result["nodes"] == [] and result["gpu_types"] == {}
     assert result["summary"]["gpus_schedulable"] == 0
     assert result["recommended_hardware"] == {"byGpuMemoryGb": [], "byModelName": []}
@@ -440,7 +448,7 @@ def test_summary_counts(planned):
     assert summary["vendors"] == ["amd", "habana", "intel", "nvidia"]
     assert summary["k3s_nodes"] == ["k3s-gpu"]
     assert planned["is_k3s"] is False
-    k3s_only = gpu.discover([copy.deepcopy(ENTRIES["k3s-gpu"]["node"])], options())
+    k3s_only = gpu_discovery.discover([copy.deepcopy(ENTRIES["k3s-gpu"]["node"])], options())
     assert k3s_only["is_k3s"] is True
 
 
@@ -462,23 +470,23 @@ def _pod(node, gpus=None, phase="Running", init=None, sidecar=None, resource="nv
 
 
 def test_pod_gpu_requests_follow_scheduler_rules():
-    assert gpu.pod_gpu_requests(_pod("n", 2)) == ("n", {"nvidia.com/gpu": 2})
-    assert gpu.pod_gpu_requests(_pod("n", 2, limits_only=True)) == ("n", {"nvidia.com/gpu": 2})
-    assert gpu.pod_gpu_requests(_pod("n", 1, init=4)) == ("n", {"nvidia.com/gpu": 4})
-    assert gpu.pod_gpu_requests(_pod("n", 1, sidecar=1)) == ("n", {"nvidia.com/gpu": 2})
-    assert gpu.pod_gpu_requests(_pod("n", 1, sidecar=1, init=2)) == ("n", {"nvidia.com/gpu": 3})
-    assert gpu.pod_gpu_requests(_pod("n", 2, phase="Succeeded")) is None
-    assert gpu.pod_gpu_requests(_pod(None, 2)) is None
-    assert gpu.pod_gpu_requests(_pod("n")) is None
-    assert gpu.pod_gpu_requests(_pod("n", 1, resource="nvidia.com/mig-1g.10gb")) == \
+    assert gpu_node.pod_gpu_requests(_pod("n", 2)) == ("n", {"nvidia.com/gpu": 2})
+    assert gpu_node.pod_gpu_requests(_pod("n", 2, limits_only=True)) == ("n", {"nvidia.com/gpu": 2})
+    assert gpu_node.pod_gpu_requests(_pod("n", 1, init=4)) == ("n", {"nvidia.com/gpu": 4})
+    assert gpu_node.pod_gpu_requests(_pod("n", 1, sidecar=1)) == ("n", {"nvidia.com/gpu": 2})
+    assert gpu_node.pod_gpu_requests(_pod("n", 1, sidecar=1, init=2)) == ("n", {"nvidia.com/gpu": 3})
+    assert gpu_node.pod_gpu_requests(_pod("n", 2, phase="Succeeded")) is None
+    assert gpu_node.pod_gpu_requests(_pod(None, 2)) is None
+    assert gpu_node.pod_gpu_requests(_pod("n")) is None
+    assert gpu_node.pod_gpu_requests(_pod("n", 1, resource="nvidia.com/mig-1g.10gb")) == \
         ("n", {"nvidia.com/mig-1g.10gb": 1})
 
 
 def test_allocations_give_free_gpus_per_node_and_type():
     pods = [_pod("gfd-h100-a", 3), _pod("gfd-h100-a", 1), _pod("gfd-h100-b", 8), _pod("gfd-h100-down", 2),
             _pod("mig-mixed-a100", 2, resource="nvidia.com/mig-1g.10gb"), _pod("gfd-h100-a", 8, phase="Failed")]
-    allocations = gpu.add_pod_allocations({}, pods)
-    result = gpu.discover(copy.deepcopy(NODES), options(), allocations=allocations)
+    allocations = gpu_node.add_pod_allocations({}, pods)
+    result = gpu_discovery.discover(copy.deepcopy(NODES), options(), allocations=allocations)
     records = dict((r["name"], r) for r in result["nodes"])
     assert (records["gfd-h100-a"]["gpus_allocated"], records["gfd-h100-a"]["gpus_free"]) == (4, 4)
     assert records["gfd-h100-b"]["gpus_free"] == 0
@@ -526,7 +534,7 @@ def test_recommended_hardware_excludes_what_llm_engine_cannot_place(planned):
 def test_recommended_storage_never_exceeds_node_ephemeral_storage():
     """The 189Gi A100 node: storage is capped at 90% of it even for 8 GPUs (320 GB of GPU memory)."""
     node = copy.deepcopy(ENTRIES["family-a100"]["node"])
-    entries = gpu.discover([node], options())["recommended_hardware"]["byGpuMemoryGb"]
+    entries = gpu_discovery.discover([node], options())["recommended_hardware"]["byGpuMemoryGb"]
     assert [(e["gpus"], e["gpu_memory_le"], e["storage"]) for e in entries] == [
         (1, 40, "50Gi"), (2, 80, "100Gi"), (4, 160, "170Gi"), (8, 320, "170Gi")]
     for entry in entries:
@@ -539,8 +547,8 @@ def test_recommended_storage_never_exceeds_node_ephemeral_storage():
 
 def test_recommended_hardware_needs_the_accelerator_label():
     node = copy.deepcopy(ENTRIES["gfd-t4"]["node"])
-    assert gpu.discover([node], options(plan_labels=False))["recommended_hardware"]["byGpuMemoryGb"] == []
-    entries = gpu.discover([node], options())["recommended_hardware"]["byGpuMemoryGb"]
+    assert gpu_discovery.discover([node], options(plan_labels=False))["recommended_hardware"]["byGpuMemoryGb"] == []
+    entries = gpu_discovery.discover([node], options())["recommended_hardware"]["byGpuMemoryGb"]
     assert entries == [{"gpu_memory_le": 16, "cpus": 2, "gpus": 1, "memory": "13Gi", "storage": "20Gi",
                         "gpu_type": "nvidia-tesla-t4", "nodes_per_worker": 1}]
 
@@ -558,7 +566,7 @@ def test_recommended_hardware_prefers_fewer_gpus_for_equal_memory(planned):
     ("189Gi", 189 * 1024 ** 3), ("12Ki", 12 * 1024), (None, None), ("junk", None), ("5Xi", None),
 ])
 def test_parse_quantity(value, expected):
-    assert gpu.parse_quantity(value) == expected
+    assert k8s_quantity.parse_quantity(value) == expected
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -566,7 +574,7 @@ def test_parse_quantity(value, expected):
     (None, None),
 ])
 def test_parse_memory_mib(value, expected):
-    assert gpu.parse_memory_mib(value) == expected
+    assert k8s_quantity.parse_memory_mib(value) == expected
 
 
 def test_prune_node_keeps_what_discovery_reads():
@@ -575,21 +583,21 @@ def test_prune_node_keeps_what_discovery_reads():
     node["metadata"]["annotations"] = {"node.alpha.kubernetes.io/ttl": "0", "k3s.io/node-args": "[]",
                                        gpu.MANAGED_LABELS_ANNOTATION: "x"}
     node["status"]["images"] = [{"names": ["a"], "sizeBytes": 1}] * 50
-    pruned = gpu.prune_node(node)
+    pruned = gpu_node.prune_node(node)
     assert "managedFields" not in pruned["metadata"] and "images" not in pruned["status"]
     assert set(pruned["metadata"]["annotations"]) == {"k3s.io/node-args", gpu.MANAGED_LABELS_ANNOTATION}
     opts = options()
-    assert gpu.classify_node(pruned, opts, None) == gpu.classify_node(node, opts, None)
+    assert gpu_node.classify_node(pruned, opts, None) == gpu_node.classify_node(node, opts, None)
 
 
 def test_eks_label_is_evidence_under_another_accelerator_label_name():
     node = copy.deepcopy(ENTRIES["eks-a10g"]["node"])
-    result = gpu.discover([node], options(accelerator_label="example.com/accelerator"))
+    result = gpu_discovery.discover([node], options(accelerator_label="example.com/accelerator"))
     record = result["nodes"][0]
     assert (record["gpu_type"], record["labeling_scheme"]) == ("nvidia-ampere-a10", "eks")
     assert result["label_changes"][0]["patch"]["metadata"]["labels"] == {
         "example.com/accelerator": "nvidia-ampere-a10", gpu.GPU_PRODUCT_LABEL: "nvidia-ampere-a10"}
     # ... but not when we set it ourselves
     node["metadata"]["annotations"] = {gpu.MANAGED_LABELS_ANNOTATION: "k8s.amazonaws.com/accelerator"}
-    record = gpu.discover([node], options(accelerator_label="example.com/accelerator"))["nodes"][0]
+    record = gpu_discovery.discover([node], options(accelerator_label="example.com/accelerator"))["nodes"][0]
     assert (record["gpu_type"], record["labeling_scheme"]) == ("nvidia-ampere-a10", "instance-type")

@@ -9,7 +9,7 @@ tests/contract/test_llm_engine_gpu_contract.py; here the decision itself is pinn
 import copy
 
 import pytest
-from ansible_collections.llmops.serving.plugins.module_utils import gpu
+from ansible_collections.llmops.serving.plugins.module_utils import gpu, gpu_discovery, gpu_node
 from ansible_collections.llmops.serving.plugins.module_utils import model_engine_values as me
 
 ACC = gpu.DEFAULT_ACCELERATOR_LABEL
@@ -63,7 +63,7 @@ def h100(gpus=8, cpu="223", mem="2000Gi"):
 
 def discover(nodes, **kwargs):
     kwargs.setdefault("plan_labels", True)
-    return gpu.discover([copy.deepcopy(n) for n in nodes], gpu.build_options(**kwargs), allocations={})
+    return gpu_discovery.discover([copy.deepcopy(n) for n in nodes], gpu_node.build_options(**kwargs), allocations={})
 
 
 def patch_labels(result, node):
@@ -138,7 +138,7 @@ def test_node_name_mapping_wins_over_product_mapping():
 ])
 def test_mapping_values_are_validated_against_the_enum(value, needle):
     with pytest.raises(gpu.DiscoveryError) as err:
-        gpu.build_options(llm_engine_gpu_types={"NVIDIA-L4": value})
+        gpu_node.build_options(llm_engine_gpu_types={"NVIDIA-L4": value})
     assert needle in str(err.value) and "llm_engine_gpu_types['NVIDIA-L4']" in str(err.value)
 
 
@@ -164,7 +164,7 @@ def test_rows_stay_within_llm_engine_per_worker_limits():
     eight = [r for r in big if r["gpus"] == 8][0]
     assert (eight["cpus"], eight["memory"], eight["storage"]) == (190, "1998Gi", "800Gi")
     for row in rows + big:
-        cpus, memory, storage = gpu._usable_limits(row["gpu_type"])
+        cpus, memory, storage = gpu_discovery._usable_limits(row["gpu_type"])
         assert row["cpus"] <= cpus and int(row["memory"][:-2]) <= memory and int(row["storage"][:-2]) <= storage
 
 

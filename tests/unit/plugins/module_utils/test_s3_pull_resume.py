@@ -93,7 +93,7 @@ def test_resume_ranges_fetch_only_what_each_range_lacks():
     # range 1 complete, range 2 half done, range 3 untouched, range 4 complete
     intervals = s3_partial.merge_intervals([(0, 5 * MIB), (5 * MIB, 7 * MIB), (15 * MIB, 20 * MIB)])
     assert s3_partial.resume_ranges(ranges, intervals) == [(5 * MIB, 0), (7 * MIB, 3 * MIB), (10 * MIB, 5 * MIB),
-                                                   (20 * MIB, 0)]
+                                                           (20 * MIB, 0)]
     assert s3_partial.resume_ranges(common.part_ranges(0, 5 * MIB), []) == [(0, 0)]
 
 

@@ -121,7 +121,7 @@ def test_stalled_server_is_a_named_read_timeout(serve, tmp_path):
         want = r"no data for 0.5 s while downloading k \(endpoint http://x\) \(read timeout\); check that the server"
         with pytest.raises(common.StageError, match=want):
             s3_body.splice_body(resp, fd, 0, len(data) * 2, bytearray(64 * 1024), 0.5, threading.Event(),
-                           "downloading k (endpoint http://x)")
+                                "downloading k (endpoint http://x)")
     finally:
         stall.set()
         os.close(fd)

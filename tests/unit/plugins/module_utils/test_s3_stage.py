@@ -80,7 +80,7 @@ def test_path_filters():
 
 def test_validate_stage_params_lists_every_problem():
     errors = common.validate_stage_params({"mode": "push", "src": None, "dest": "/x", "concurrency": 0,
-                                       "part_size": MIB, "bucket": ""})
+                                          "part_size": MIB, "bucket": ""})
     text = " ".join(errors)
     assert "mode=push needs src" in text
     assert "dest is only used with mode=pull" in text
@@ -312,7 +312,7 @@ def test_plan_pull():
                 "c": {"size": 3, "sha256": sha("c")}, "d": {"size": 4, "sha256": sha("d")}}
     local = {"a": 1, "b": 2, "c": 9, "extra": 5}
     plan = s3_manifest.plan_pull(manifest, local, {"a": sha("a"), "b": sha("tampered")}, delete_extra=True,
-                        local_extra=["extra"])
+                                 local_extra=["extra"])
     assert plan["skip"] == ["a"]
     assert [r for r, _why in plan["download"]] == ["b", "c", "d"]
     assert plan["delete"] == ["extra"]
