@@ -18,14 +18,17 @@ import math
 import re
 
 from ansible_collections.llmops.serving.plugins.module_utils import vllm_cli
+from ansible_collections.llmops.serving.plugins.module_utils.k8s_names import is_dns1035_label, is_valid_label_value
+from ansible_collections.llmops.serving.plugins.module_utils.k8s_quantity import (
+    parse_cpu_millicores,
+    parse_size_bytes,
+)
 
 MANAGED_BY = "llmops.serving.vllm"
 MODEL_LABEL = "llmops.serving/model"
 PART_OF = "llmops-serving"
 
-NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 NAME_MAX = 50  # leaves room for the "-cache" / "-strip" suffixes within 63 characters
-LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 # Quantization values that force a slower kernel where vLLM would pick a faster one by itself: with the
 # method left unset vLLM reads it from the checkpoint and converts AWQ / GPTQ checkpoints to the Marlin
@@ -148,26 +151,6 @@ SOURCE_KEYS = (
     "bytes",
 )
 
-_QUANTITY_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(?:([KMGTPE]i?|k)|e([0-9]+))?$")
-_UNITS = {
-    "": 1,
-    "k": 1000,
-    "K": 1000,
-    "M": 1000**2,
-    "G": 1000**3,
-    "T": 1000**4,
-    "P": 1000**5,
-    "E": 1000**6,
-    "Ki": 1024,
-    "Mi": 1024**2,
-    "Gi": 1024**3,
-    "Ti": 1024**4,
-    "Pi": 1024**5,
-    "Ei": 1024**6,
-}
-_CPU_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m?)$")
-
-
 class VllmInputError(ValueError):
     """A user input the role cannot work with; the message names the input and the fix."""
 
@@ -187,13 +170,10 @@ def parse_bytes(value, what):
         if value < 0:
             raise VllmInputError("%s: %r is negative" % (what, value))
         return int(value)
-    match = _QUANTITY_RE.match(str(value).strip())
-    if not match:
+    size = parse_size_bytes(str(value))
+    if size is None:
         raise VllmInputError("%s: %r is not a size; use bytes or a Kubernetes quantity such as 40Gi" % (what, value))
-    number, unit, exponent = match.groups()
-    if exponent is not None:
-        return int(float(number) * 10 ** int(exponent))
-    return int(float(number) * _UNITS[unit or ""])
+    return size
 
 
 def parse_cpu(value, what):
@@ -204,13 +184,12 @@ def parse_cpu(value, what):
         )
     if isinstance(value, (int, float)):
         return int(round(value * 1000))
-    match = _CPU_RE.match(str(value).strip())
-    if not match:
+    millicores = parse_cpu_millicores(str(value))
+    if millicores is None:
         raise VllmInputError(
             "%s: %r is not a CPU amount; use cores such as 4 or millicores such as 500m" % (what, value)
         )
-    number, milli = match.groups()
-    return int(round(float(number) * (1 if milli else 1000)))
+    return millicores
 
 
 def format_bytes(value):
@@ -633,6 +612,28 @@ def _resolve_source(report, model, spec, settings):
             "vllm_models[%s].source: unknown keys %s; known keys are %s"
             % (name, ", ".join(unknown), ", ".join(SOURCE_KEYS))
         )
+    kind = _source_type(report, name, source)
+    if kind is None:
+        return
+    spec["source_type"] = kind
+    model_bytes = None
+    if source.get("bytes") is not None:
+        try:
+            model_bytes = parse_bytes(source["bytes"], "vllm_models[%s].source.bytes" % name)
+        except VllmInputError as exc:
+            report.error(str(exc))
+    if kind == "huggingface":
+        resolved = _huggingface_source(report, source, spec, settings)
+    elif kind == "path":
+        resolved = _path_source(report, source, spec)
+    else:
+        resolved, model_bytes = _s3_source(report, source, spec, settings, model_bytes)
+    if resolved:
+        spec["model_bytes"] = model_bytes
+
+
+def _source_type(report, name, source):
+    """source.type, or the one type its keys imply when it is not set; None (with the error) otherwise."""
     kind = source.get("type")
     if not kind:
         guessed = [
@@ -643,150 +644,178 @@ def _resolve_source(report, model, spec, settings):
         guessed = sorted(set(guessed))
         if len(guessed) != 1:
             report.error("vllm_models[%s].source.type: missing; set it to one of %s" % (name, ", ".join(SOURCE_TYPES)))
-            return
+            return None
         kind = guessed[0]
     if kind not in SOURCE_TYPES:
         report.error("vllm_models[%s].source.type: %r is not one of %s" % (name, kind, ", ".join(SOURCE_TYPES)))
-        return
-    spec["source_type"] = kind
-    mount = spec["cache_mount_path"]
-    model_bytes = None
-    if source.get("bytes") is not None:
-        try:
-            model_bytes = parse_bytes(source["bytes"], "vllm_models[%s].source.bytes" % name)
-        except VllmInputError as exc:
-            report.error(str(exc))
+        return None
+    return kind
 
-    if kind == "huggingface":
-        repo = source.get("repo")
-        if not isinstance(repo, str) or not repo.strip():
-            report.error(
-                "vllm_models[%s].source.repo: required for a Hugging Face source, e.g. "
-                "meta-llama/Llama-3.1-8B-Instruct" % name
-            )
-            return
-        spec["model_ref"] = repo
-        spec["revision"] = source.get("revision") or None
-        if not spec["revision"]:
-            report.warn(
-                "vllm_models[%s]: source.revision is not set, so every restart may fetch a newer "
-                "upload of %s; pin a commit hash" % (name, repo)
-            )
-        spec["env"].append({"name": "HF_HOME", "value": mount.rstrip("/") + "/huggingface"})
-        token_secret = source.get("token_secret") or settings["hf_token_secret_name"]
-        if token_secret:
-            key = source.get("token_secret_key") or settings["hf_token_secret_key"]
-            spec["env"].append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token_secret, "key": key}}})
-            spec["secrets"].append(token_secret)
-        spec["downloads_at_start"] = True
-        spec["egress_needed"] = True
-    elif kind == "path":
-        path = source.get("path")
-        if not path or not isinstance(path, str):
-            report.error(
-                "vllm_models[%s].source.path: required for a path source (a directory in the cache, "
-                "relative to %s, or an absolute path)" % (name, mount)
-            )
-            return
-        spec["model_ref"] = path if path.startswith("/") else mount.rstrip("/") + "/" + path.strip("/")
+
+def _huggingface_source(report, source, spec, settings):
+    """vLLM downloads the repo at start into the cache (HF_HOME), with the token Secret when one is set."""
+    name = spec["name"]
+    mount = spec["cache_mount_path"]
+    repo = source.get("repo")
+    if not isinstance(repo, str) or not repo.strip():
+        report.error(
+            "vllm_models[%s].source.repo: required for a Hugging Face source, e.g. "
+            "meta-llama/Llama-3.1-8B-Instruct" % name
+        )
+        return False
+    spec["model_ref"] = repo
+    spec["revision"] = source.get("revision") or None
+    if not spec["revision"]:
+        report.warn(
+            "vllm_models[%s]: source.revision is not set, so every restart may fetch a newer "
+            "upload of %s; pin a commit hash" % (name, repo)
+        )
+    spec["env"].append({"name": "HF_HOME", "value": mount.rstrip("/") + "/huggingface"})
+    token_secret = source.get("token_secret") or settings["hf_token_secret_name"]
+    if token_secret:
+        key = source.get("token_secret_key") or settings["hf_token_secret_key"]
+        spec["env"].append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token_secret, "key": key}}})
+        spec["secrets"].append(token_secret)
+    spec["downloads_at_start"] = True
+    spec["egress_needed"] = True
+    return True
+
+
+def _path_source(report, source, spec):
+    name = spec["name"]
+    mount = spec["cache_mount_path"]
+    path = source.get("path")
+    if not path or not isinstance(path, str):
+        report.error(
+            "vllm_models[%s].source.path: required for a path source (a directory in the cache, "
+            "relative to %s, or an absolute path)" % (name, mount)
+        )
+        return False
+    spec["model_ref"] = path if path.startswith("/") else mount.rstrip("/") + "/" + path.strip("/")
+    return True
+
+
+def _s3_source(report, source, spec, settings, model_bytes):
+    """A staged model in S3 (source.uri or a model_staging checkpoint), pulled into the cache by an init
+    container (mode pull) or streamed by vLLM (mode stream). Returns (resolved, model_bytes)."""
+    name = spec["name"]
+    checkpoint_name = source.get("checkpoint") or name
+    checkpoint = (settings["checkpoints"] or {}).get(checkpoint_name) or {}
+    uri = source.get("uri") or checkpoint.get("checkpoint_path")
+    if not uri:
+        report.error(
+            "vllm_models[%s].source: no uri and no model_staging checkpoint named %r; set source.uri "
+            "to s3://bucket/prefix/ or stage the model with the model_staging role first" % (name, checkpoint_name)
+        )
+        return False, model_bytes
+    if not str(uri).startswith("s3://") or len(str(uri)) <= len("s3://"):
+        report.error("vllm_models[%s].source.uri: %r must start with s3://bucket/" % (name, uri))
+        return False, model_bytes
+    uri = str(uri)
+    if not uri.endswith("/"):
+        uri += "/"
+    if model_bytes is None and checkpoint.get("total_bytes"):
+        model_bytes = int(checkpoint["total_bytes"])
+    spec["s3_uri"] = uri
+    spec["manifest_key"] = checkpoint.get("manifest_key") or ""
+    mode = source.get("mode") or settings["s3_mode"]
+    if mode not in S3_MODES:
+        report.error("vllm_models[%s].source.mode: %r is not one of %s" % (name, mode, ", ".join(S3_MODES)))
+        return False, model_bytes
+    spec["s3_mode"] = mode
+    spec["egress_needed"] = True
+    s3_env = _s3_credentials_env(report, spec, settings)
+    if mode == "stream":
+        _s3_stream(report, spec, settings, uri, s3_env)
     else:
-        checkpoint_name = source.get("checkpoint") or name
-        checkpoint = (settings["checkpoints"] or {}).get(checkpoint_name) or {}
-        uri = source.get("uri") or checkpoint.get("checkpoint_path")
-        if not uri:
-            report.error(
-                "vllm_models[%s].source: no uri and no model_staging checkpoint named %r; set source.uri "
-                "to s3://bucket/prefix/ or stage the model with the model_staging role first" % (name, checkpoint_name)
-            )
-            return
-        if not str(uri).startswith("s3://") or len(str(uri)) <= len("s3://"):
-            report.error("vllm_models[%s].source.uri: %r must start with s3://bucket/" % (name, uri))
-            return
-        uri = str(uri)
-        if not uri.endswith("/"):
-            uri += "/"
-        if model_bytes is None and checkpoint.get("total_bytes"):
-            model_bytes = int(checkpoint["total_bytes"])
-        spec["s3_uri"] = uri
-        spec["manifest_key"] = checkpoint.get("manifest_key") or ""
-        mode = source.get("mode") or settings["s3_mode"]
-        if mode not in S3_MODES:
-            report.error("vllm_models[%s].source.mode: %r is not one of %s" % (name, mode, ", ".join(S3_MODES)))
-            return
-        spec["s3_mode"] = mode
-        spec["egress_needed"] = True
-        creds = settings["s3_credentials_secret_name"]
-        s3_env = []
-        if creds:
-            spec["secrets"].append(creds)
-            s3_env += [
-                {
-                    "name": "AWS_ACCESS_KEY_ID",
-                    "valueFrom": {"secretKeyRef": {"name": creds, "key": "AWS_ACCESS_KEY_ID"}},
-                },
-                {
-                    "name": "AWS_SECRET_ACCESS_KEY",
-                    "valueFrom": {"secretKeyRef": {"name": creds, "key": "AWS_SECRET_ACCESS_KEY"}},
-                },
-            ]
-        else:
-            report.warn(
-                "vllm_models[%s]: vllm_s3_credentials_secret_name is empty, so S3 is read without keys "
-                "(fine only for anonymous buckets or instance roles)" % name
-            )
-        if mode == "stream":
-            spec["model_ref"] = uri
-            spec["load_format"] = "runai_streamer"
-            spec["downloads_at_start"] = True
-            if settings["s3_endpoint_url"]:
-                s3_env += [
-                    {"name": "AWS_ENDPOINT_URL", "value": settings["s3_endpoint_url"]},
-                    {"name": "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING", "value": "0"},
-                    {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"},
-                ]
-            spec["env"] += s3_env
-            report.warn(
-                "vllm_models[%s]: source.mode stream loads weights straight from S3 with vLLM's Run:ai "
-                "streamer; it does not check the staging manifest (use mode pull for verified copies)" % name
-            )
-        else:
-            if not settings["s3_puller_image"]:
-                report.error(
-                    "vllm_models[%s] pulls from S3: set vllm_s3_puller_image to an image with python3, "
-                    "boto3 and the llmops.serving collection (for example the execution environment built "
-                    "from meta/execution-environment.yml), or use source.mode: stream" % name
-                )
-            bucket_prefix = uri[len("s3://") :].rstrip("/")
-            dest = mount.rstrip("/") + "/s3/" + bucket_prefix
-            spec["model_ref"] = dest
-            spec["s3_dest"] = dest
-            puller_env = list(s3_env)
-            if settings["s3_endpoint_url"]:
-                puller_env.append({"name": "S3_ENDPOINT_URL", "value": settings["s3_endpoint_url"]})
-            cache_dir = mount.rstrip("/") + "/.llmops/hash-cache"
-            args = ["--source", uri, "--dest", dest, "--cache-dir", cache_dir]
-            user, group = puller_identity(settings)
-            spec["init_containers"].append(cache_owner_step(spec, settings, user, group))
-            spec["init_containers"].append(
-                {
-                    "name": "s3-pull",
-                    "image": settings["s3_puller_image"],
-                    "imagePullPolicy": settings["image_pull_policy"],
-                    "command": ["python3", "/opt/llmops/vllm_s3_pull.py"],
-                    "args": args,
-                    "env": puller_env,
-                    "resources": settings["s3_puller_resources"],
-                    "securityContext": puller_security_context(user, group),
-                    "volumeMounts": [
-                        {"name": "model-cache", "mountPath": mount},
-                        {"name": "s3-puller", "mountPath": "/opt/llmops", "readOnly": True},
-                    ],
-                }
-            )
-            spec["pod_security_context"] = {"fsGroup": group, "fsGroupChangePolicy": "OnRootMismatch"}
-            spec["volumes_extra"].append({"name": "s3-puller", "configMap": {"name": settings["s3_puller_configmap"]}})
-            spec["uses_puller"] = True
-    spec["model_bytes"] = model_bytes
+        _s3_pull(report, spec, settings, uri, s3_env)
+    return True, model_bytes
+
+
+def _s3_credentials_env(report, spec, settings):
+    """The AWS_* key variables from vllm_s3_credentials_secret_name (a warning when it is empty)."""
+    name = spec["name"]
+    creds = settings["s3_credentials_secret_name"]
+    s3_env = []
+    if creds:
+        spec["secrets"].append(creds)
+        s3_env += [
+            {
+                "name": "AWS_ACCESS_KEY_ID",
+                "valueFrom": {"secretKeyRef": {"name": creds, "key": "AWS_ACCESS_KEY_ID"}},
+            },
+            {
+                "name": "AWS_SECRET_ACCESS_KEY",
+                "valueFrom": {"secretKeyRef": {"name": creds, "key": "AWS_SECRET_ACCESS_KEY"}},
+            },
+        ]
+    else:
+        report.warn(
+            "vllm_models[%s]: vllm_s3_credentials_secret_name is empty, so S3 is read without keys "
+            "(fine only for anonymous buckets or instance roles)" % name
+        )
+    return s3_env
+
+
+def _s3_stream(report, spec, settings, uri, s3_env):
+    name = spec["name"]
+    spec["model_ref"] = uri
+    spec["load_format"] = "runai_streamer"
+    spec["downloads_at_start"] = True
+    if settings["s3_endpoint_url"]:
+        s3_env += [
+            {"name": "AWS_ENDPOINT_URL", "value": settings["s3_endpoint_url"]},
+            {"name": "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING", "value": "0"},
+            {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"},
+        ]
+    spec["env"] += s3_env
+    report.warn(
+        "vllm_models[%s]: source.mode stream loads weights straight from S3 with vLLM's Run:ai "
+        "streamer; it does not check the staging manifest (use mode pull for verified copies)" % name
+    )
+
+
+def _s3_pull(report, spec, settings, uri, s3_env):
+    """The s3-pull init container (roles/vllm/files/vllm_s3_pull.py) that copies the staged model into the
+    cache, verified against its manifest, before vLLM starts."""
+    name = spec["name"]
+    mount = spec["cache_mount_path"]
+    if not settings["s3_puller_image"]:
+        report.error(
+            "vllm_models[%s] pulls from S3: set vllm_s3_puller_image to an image with python3, "
+            "boto3 and the llmops.serving collection (for example the execution environment built "
+            "from meta/execution-environment.yml), or use source.mode: stream" % name
+        )
+    bucket_prefix = uri[len("s3://") :].rstrip("/")
+    dest = mount.rstrip("/") + "/s3/" + bucket_prefix
+    spec["model_ref"] = dest
+    spec["s3_dest"] = dest
+    puller_env = list(s3_env)
+    if settings["s3_endpoint_url"]:
+        puller_env.append({"name": "S3_ENDPOINT_URL", "value": settings["s3_endpoint_url"]})
+    cache_dir = mount.rstrip("/") + "/.llmops/hash-cache"
+    args = ["--source", uri, "--dest", dest, "--cache-dir", cache_dir]
+    user, group = puller_identity(settings)
+    spec["init_containers"].append(cache_owner_step(spec, settings, user, group))
+    spec["init_containers"].append(
+        {
+            "name": "s3-pull",
+            "image": settings["s3_puller_image"],
+            "imagePullPolicy": settings["image_pull_policy"],
+            "command": ["python3", "/opt/llmops/vllm_s3_pull.py"],
+            "args": args,
+            "env": puller_env,
+            "resources": settings["s3_puller_resources"],
+            "securityContext": puller_security_context(user, group),
+            "volumeMounts": [
+                {"name": "model-cache", "mountPath": mount},
+                {"name": "s3-puller", "mountPath": "/opt/llmops", "readOnly": True},
+            ],
+        }
+    )
+    spec["pod_security_context"] = {"fsGroup": group, "fsGroupChangePolicy": "OnRootMismatch"}
+    spec["volumes_extra"].append({"name": "s3-puller", "configMap": {"name": settings["s3_puller_configmap"]}})
+    spec["uses_puller"] = True
 
 
 def puller_identity(settings):
@@ -890,6 +919,13 @@ def _resolve_gpu(report, model, spec, settings):
             % (name, spec["resource_name"])
         )
 
+    _resolve_parallelism(report, model, spec)
+    _check_gpu_type_fit(report, spec, type_info, gpu_type)
+
+
+def _resolve_parallelism(report, model, spec):
+    """tensor_parallel_size x pipeline_parallel_size must be the replica's GPUs (tp defaults to gpus / pp)."""
+    name = spec["name"]
     gpus = spec["gpus"]
     tp = model.get("tensor_parallel_size")
     pp = model.get("pipeline_parallel_size")
@@ -918,6 +954,12 @@ def _resolve_gpu(report, model, spec, settings):
         )
     spec["tensor_parallel_size"] = tp
     spec["pipeline_parallel_size"] = pp
+
+
+def _check_gpu_type_fit(report, spec, type_info, gpu_type):
+    """A replica's GPUs against its GPU type's total and largest node; marks the spec ``gpu_impossible``."""
+    name = spec["name"]
+    gpus = spec["gpus"]
     spec["gpu_impossible"] = False
     if type_info is not None and gpus > 0:
         total = type_info.get("gpus_total")
@@ -1096,49 +1138,12 @@ def _resolve_autoscaling(report, model, spec, settings):
 
 
 def _resolve_model(report, model, settings, seen):
-    if not isinstance(model, dict):
-        report.error("vllm_models: every entry must be a dict with at least name and source (got %r)" % (model,))
+    """One entry of vllm_models -> the model record the templates print, or None when it cannot be
+    resolved (its errors are in ``report``). Each part is decided by its own ``_resolve_*`` function."""
+    name = _model_name(report, model, seen)
+    if name is None:
         return None
-    name = model.get("name")
-    if not name or not isinstance(name, str):
-        report.error("vllm_models: an entry has no name; every model needs a name (a DNS label such as llama-3-1-8b)")
-        return None
-    if not NAME_RE.match(name) or len(name) > NAME_MAX:
-        report.error(
-            "vllm_models[%s].name: must be a DNS label of at most %d characters (lowercase letters, digits "
-            "and '-', starting with a letter), e.g. llama-3-1-8b" % (name, NAME_MAX)
-        )
-        return None
-    if name in seen:
-        report.error("vllm_models[%s]: listed twice; model names must be unique" % name)
-        return None
-    seen.add(name)
-    unknown = sorted(set(model) - set(MODEL_KEYS))
-    if unknown:
-        report.error(
-            "vllm_models[%s]: unknown keys %s (misspelled?); known keys are %s"
-            % (name, ", ".join(unknown), ", ".join(MODEL_KEYS))
-        )
-
-    spec = {
-        "name": name,
-        "namespace": settings["namespace"],
-        "port": int(settings["port"]),
-        "cache_mount_path": settings["cache_mount_path"],
-        "env": [],
-        "secrets": [],
-        "init_containers": [],
-        "volumes_extra": [],
-        "uses_puller": False,
-        "downloads_at_start": False,
-        "egress_needed": False,
-        "revision": None,
-        "load_format": None,
-        "s3_uri": None,
-        "s3_mode": None,
-        "model_ref": "",
-        "model_bytes": None,
-    }
+    spec = _new_spec(name, settings)
     try:
         spec["replicas"] = whole_number(model.get("replicas", settings["replicas"]), "vllm_models[%s].replicas" % name)
         spec["gpus"] = whole_number(model.get("gpus", settings["gpus"]), "vllm_models[%s].gpus" % name, 1)
@@ -1157,6 +1162,75 @@ def _resolve_model(report, model, settings, seen):
     _resolve_resources(report, model, spec, settings)
 
     spec["served_model_name"] = model.get("served_model_name") or name
+    release, refuse = _resolve_image(report, spec, settings, repo, tag)
+    _resolve_engine_args(report, model, spec, release, refuse)
+    _resolve_env(report, model, spec, settings)
+    _resolve_probes(report, model, spec, settings)
+    _resolve_labels(report, model, spec, settings)
+    _resolve_pod(model, spec, settings)
+    _resolve_service(report, model, spec, settings)
+    _resolve_pdb(report, model, spec, settings)
+    _resolve_ingress(report, model, spec, settings)
+    # Decided from what the role read from the cluster, in _cluster_checks (decide_runtime_class,
+    # decide_service_monitor, decide_middleware, decide_network_policy); None without that view.
+    spec.update(runtime_class_name=None, service_monitor=None, middleware=None, network_policy=None)
+    return spec
+
+
+def _model_name(report, model, seen):
+    """The entry's name when the entry is a dict with a valid, unique name (else None, with the error)."""
+    if not isinstance(model, dict):
+        report.error("vllm_models: every entry must be a dict with at least name and source (got %r)" % (model,))
+        return None
+    name = model.get("name")
+    if not name or not isinstance(name, str):
+        report.error("vllm_models: an entry has no name; every model needs a name (a DNS label such as llama-3-1-8b)")
+        return None
+    if not is_dns1035_label(name, NAME_MAX):
+        report.error(
+            "vllm_models[%s].name: must be a DNS label of at most %d characters (lowercase letters, digits "
+            "and '-', starting with a letter), e.g. llama-3-1-8b" % (name, NAME_MAX)
+        )
+        return None
+    if name in seen:
+        report.error("vllm_models[%s]: listed twice; model names must be unique" % name)
+        return None
+    seen.add(name)
+    unknown = sorted(set(model) - set(MODEL_KEYS))
+    if unknown:
+        report.error(
+            "vllm_models[%s]: unknown keys %s (misspelled?); known keys are %s"
+            % (name, ", ".join(unknown), ", ".join(MODEL_KEYS))
+        )
+    return name
+
+
+def _new_spec(name, settings):
+    return {
+        "name": name,
+        "namespace": settings["namespace"],
+        "port": int(settings["port"]),
+        "cache_mount_path": settings["cache_mount_path"],
+        "env": [],
+        "secrets": [],
+        "init_containers": [],
+        "volumes_extra": [],
+        "uses_puller": False,
+        "downloads_at_start": False,
+        "egress_needed": False,
+        "revision": None,
+        "load_format": None,
+        "s3_uri": None,
+        "s3_mode": None,
+        "model_ref": "",
+        "model_bytes": None,
+    }
+
+
+def _resolve_image(report, spec, settings, repo, tag):
+    """The image and the vLLM release its tag names; returns (release, refuse): ``refuse`` reports what
+    that release refuses, as an error when the collection has the tag's data, else as a warning."""
+    name = spec["name"]
     if not tag:
         report.error("vllm_models[%s].image_tag: empty; pin a vLLM release such as v0.10.2" % name)
     elif tag == "latest":
@@ -1176,7 +1250,13 @@ def _resolve_model(report, model, settings, seen):
             "checked against vLLM %s and problems are only warnings; add the data with %s"
             % (name, tag, ", ".join(vllm_cli.known_versions()), release.version, vllm_cli.REGENERATE_HINT)
         )
+    return release, refuse
 
+
+def _resolve_engine_args(report, model, spec, release, refuse):
+    """vLLM engine settings (lengths, dtype, quantization, flags, extra_args) checked against the release,
+    and the rendered command-line arguments."""
+    name = spec["name"]
     for key in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
         value = model.get(key)
         if value is not None:
@@ -1235,7 +1315,10 @@ def _resolve_model(report, model, settings, seen):
     spec["extra_args"] = extra
     spec["args"] = render_cli_args(spec)
 
-    # Environment: role-provided first, then vllm_env, then the model's env (later wins).
+
+def _resolve_env(report, model, spec, settings):
+    """The container environment: the API key Secret first, then vllm_env, then the model's env (later wins)."""
+    name = spec["name"]
     api_key_secret = model.get("api_key_secret") if "api_key_secret" in model else settings["api_key_secret_name"]
     if api_key_secret:
         spec["env"].append(
@@ -1254,6 +1337,9 @@ def _resolve_model(report, model, settings, seen):
     except VllmInputError as exc:
         report.error(str(exc))
 
+
+def _resolve_probes(report, model, spec, settings):
+    name = spec["name"]
     seconds = model.get("startup_probe_seconds")
     if seconds is not None:
         try:
@@ -1266,6 +1352,10 @@ def _resolve_model(report, model, settings, seen):
     spec["readiness_probe"], spec["liveness_probe"] = runtime_probes(settings)
     spec["progress_deadline_seconds"] = spec["startup_seconds"] + 600
 
+
+def _resolve_labels(report, model, spec, settings):
+    """The role's labels plus vllm_labels and the model's labels (which never override the role's)."""
+    name = spec["name"]
     labels = {
         "app.kubernetes.io/name": "vllm",
         "app.kubernetes.io/instance": name,
@@ -1277,7 +1367,7 @@ def _resolve_model(report, model, settings, seen):
     extra_labels = dict(settings["labels"] or {})
     extra_labels.update(model.get("labels") or {})
     for key, value in extra_labels.items():
-        if not isinstance(value, str) or not LABEL_VALUE_RE.match(value) or len(value) > 63:
+        if not is_valid_label_value(value):
             report.error(
                 "vllm_models[%s].labels: %s=%r is not a valid Kubernetes label value: use a string of at most 63 "
                 "characters [A-Za-z0-9-_.] starting and ending alphanumeric (or empty), e.g. platform"
@@ -1289,6 +1379,9 @@ def _resolve_model(report, model, settings, seen):
     spec["selector_labels"] = {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": name}
     spec["pod_annotations"] = dict(model.get("annotations") or {})
 
+
+def _resolve_pod(model, spec, settings):
+    """Pod-level settings: priority class, pull secrets, service account, runtime class request, volumes."""
     spec["priority_class_name"] = model.get("priority_class_name") or settings["priority_class_name"] or None
     spec["image_pull_secrets"] = [{"name": item} for item in settings["image_pull_secrets"] or []]
     spec["secrets"] += [item["name"] for item in spec["image_pull_secrets"]]
@@ -1296,7 +1389,6 @@ def _resolve_model(report, model, settings, seen):
     spec["runtime_class_request"] = (
         model["runtime_class_name"] if "runtime_class_name" in model else settings["runtime_class"]
     )
-    spec["runtime_class_name"] = None
     spec["volumes"] = [spec["cache_volume"]]
     spec["volume_mounts"] = [{"name": "model-cache", "mountPath": spec["cache_mount_path"]}]
     if spec["shm_size"]:
@@ -1304,6 +1396,9 @@ def _resolve_model(report, model, settings, seen):
         spec["volume_mounts"].append({"name": "dshm", "mountPath": "/dev/shm"})  # noqa: S108 - /dev/shm is the mount point of the shared-memory volume, not a temp file
     spec["volumes"] += spec.pop("volumes_extra")
 
+
+def _resolve_service(report, model, spec, settings):
+    name = spec["name"]
     service_type = model.get("service_type") or settings["service_type"]
     if service_type not in SERVICE_TYPES:
         report.error(
@@ -1318,12 +1413,6 @@ def _resolve_model(report, model, settings, seen):
         "type": "RollingUpdate",
         "rollingUpdate": {"maxSurge": settings["max_surge"], "maxUnavailable": settings["max_unavailable"]},
     }
-    _resolve_pdb(report, model, spec, settings)
-    _resolve_ingress(report, model, spec, settings)
-    spec["network_policy"] = None
-    spec["service_monitor"] = None
-    spec["middleware"] = None
-    return spec
 
 
 def _check_quantization(report, refuse, name, quantization, release):
@@ -1419,181 +1508,218 @@ def _resolve_ingress(report, model, spec, settings):
 
 
 def _cluster_checks(report, specs, settings, cluster, prune):
-    nodes = cluster.get("nodes") or []
-    nodes_by_name = dict((_node_name(node), node) for node in nodes)
-    crds = set(cluster.get("crds") or [])
-    runtime_classes = set(cluster.get("runtime_classes") or [])
-    storage_classes = cluster.get("storage_classes") or []
-    classes_by_name = dict(((item.get("metadata") or {}).get("name"), item) for item in storage_classes)
-    pvcs = dict(((item.get("metadata") or {}).get("name"), item) for item in cluster.get("pvcs") or [])
-    secrets = cluster.get("secrets")
-    gpu_types = settings["gpu_types"] or {}
-
+    """Check every model against what the role read from the cluster, and make the decisions that
+    depend on it: runtime_class_name (``decide_runtime_class``), service_monitor
+    (``decide_service_monitor``), middleware (``decide_middleware``) and network_policy
+    (``decide_network_policy``)."""
+    view = _cluster_view(cluster)
     for spec in specs:
-        name = spec["name"]
         type_info = spec.get("gpu_type_info")
-        # Nodes this model can land on.
-        if type_info is not None:
-            candidates = [nodes_by_name[item] for item in type_info.get("nodes") or [] if item in nodes_by_name]
-        else:
-            candidates = [
-                node
-                for node in nodes
-                if _labels_match(spec["node_selector"], _node_labels(node))
-                and node_gpu_allocatable(node, spec["resource_name"]) > 0
-            ]
-        if spec["gpus"] > 0 and not spec["gpu_impossible"]:
-            if not candidates:
-                if type_info is None:
-                    report.error(
-                        "vllm_models[%s]: no node matches node_selector %s with allocatable %s; fix the "
-                        "selector or gpu_resource_name"
-                        % (name, json.dumps(spec["node_selector"], sort_keys=True), spec["resource_name"])
-                    )
-                else:
-                    report.error(
-                        "vllm_models[%s]: none of the nodes of GPU type %s (%s) exists any more; re-run "
-                        "gpu_discovery" % (name, spec["gpu_type"], ", ".join(type_info.get("nodes") or []))
-                    )
-            else:
-                largest = max(candidates, key=lambda node: node_gpu_allocatable(node, spec["resource_name"]))
-                most = node_gpu_allocatable(largest, spec["resource_name"])
-                if spec["gpus"] > most:
-                    spec["gpu_impossible"] = True
-                    report.error(
-                        "vllm_models[%s]: asks %d %s per replica but the largest matching node (%s) has %d; a "
-                        "replica cannot span nodes, so lower gpus/tensor_parallel_size to %d or less"
-                        % (name, spec["gpus"], spec["resource_name"], _node_name(largest), most, most)
-                    )
+        candidates = _candidate_nodes(spec, type_info, view)
+        _check_gpu_fit(report, spec, type_info, candidates)
         if candidates:
-            wanted = spec.get("memory_request_bytes")
-            sizes = [node_allocatable_bytes(node, "memory") for node in candidates]
-            sizes = [size for size in sizes if size is not None]
-            if wanted and sizes and wanted > max(sizes):
-                report.error(
-                    "vllm_models[%s]: requests %s of memory but the largest matching node has %s "
-                    "allocatable; lower resources.requests.memory"
-                    % (name, format_bytes(wanted), format_bytes(max(sizes)))
-                )
-            cpus = [
-                parse_cpu(((node.get("status") or {}).get("allocatable") or {}).get("cpu", "0"), "node cpu")
-                for node in candidates
-            ]
-            if spec.get("cpu_request_milli") and cpus and spec["cpu_request_milli"] > max(cpus):
-                report.error(
-                    "vllm_models[%s]: requests %sm CPU but the largest matching node has %sm allocatable; "
-                    "lower resources.requests.cpu" % (name, spec["cpu_request_milli"], max(cpus))
-                )
-            if spec["cache_type"] == "emptyDir" and spec["cache_size_bytes"]:
-                sizes = [node_allocatable_bytes(node, "ephemeral-storage") for node in candidates]
-                sizes = [size for size in sizes if size is not None]
-                if sizes and spec["cache_size_bytes"] > min(sizes):
-                    report.error(
-                        "vllm_models[%s]: emptyDir cache of %s is larger than the %s of ephemeral storage on "
-                        "the smallest matching node, so the kubelet would evict the pod; lower cache_size or "
-                        "use a PVC / hostPath cache" % (name, spec["cache_size"], format_bytes(min(sizes)))
-                    )
-            if spec["cache_type"] == "hostPath" and spec.get("model_bytes"):
-                sizes = [node_allocatable_bytes(node, "ephemeral-storage") for node in candidates]
-                sizes = [size for size in sizes if size is not None]
-                if sizes and spec["model_bytes"] > min(sizes):
-                    report.warn(
-                        "vllm_models[%s]: the model (%s) is larger than the node's ephemeral storage (%s); "
-                        "make sure %s is on a larger disk"
-                        % (
-                            name,
-                            format_bytes(spec["model_bytes"]),
-                            format_bytes(min(sizes)),
-                            settings["cache_host_path"],
-                        )
-                    )
-
-        # RuntimeClass.
-        request = spec["runtime_class_request"]
-        if request == "auto":
-            # gpu_discovery decides per GPU type (k3s nodes of that type); without it, k3s means nvidia.
-            if type_info is not None and "runtime_class" in type_info:
-                candidate = type_info["runtime_class"]
-            else:
-                candidate = "nvidia" if settings["is_k3s"] else None
-            if candidate and candidate in runtime_classes:
-                spec["runtime_class_name"] = candidate
-            elif candidate:
-                report.warn(
-                    "vllm_models[%s]: RuntimeClass %r does not exist, so pods use the default runtime and may "
-                    "not see the GPU on k3s; install the NVIDIA container toolkit (k3s then creates it) or set "
-                    "vllm_runtime_class" % (name, candidate)
-                )
-        elif request:
-            if request not in runtime_classes:
-                report.error(
-                    "vllm_models[%s]: RuntimeClass %r does not exist; create it or set runtime_class_name "
-                    "to '' (none) or auto" % (name, request)
-                )
-            spec["runtime_class_name"] = request
-
-        priority_classes = cluster.get("priority_classes")
-        if spec["priority_class_name"] and priority_classes is not None:
-            if spec["priority_class_name"] not in priority_classes:
-                report.error(
-                    "vllm_models[%s]: PriorityClass %r does not exist (known: %s); create it or change "
-                    "priority_class_name / vllm_priority_class_name"
-                    % (name, spec["priority_class_name"], ", ".join(sorted(priority_classes)) or "none")
-                )
-
-        # Secrets referenced by env.
-        if secrets is not None:
-            for secret in spec["secrets"]:
-                if secret not in secrets:
-                    report.error(
-                        "vllm_models[%s]: Secret %r does not exist in namespace %s; create it first (the "
-                        "cluster_prereqs role creates the object-storage Secret)" % (name, secret, spec["namespace"])
-                    )
-
-        # ServiceMonitor, NetworkPolicy, Ingress middleware.
-        mode = settings["service_monitor"]
-        has_crd = SERVICE_MONITOR_CRD in crds
-        if mode is True:
-            if not has_crd:
-                report.error(
-                    "vllm_service_monitor is true but the ServiceMonitor CRD (%s) is not installed; install "
-                    "the Prometheus operator or set vllm_service_monitor: auto" % SERVICE_MONITOR_CRD
-                )
-            spec["service_monitor"] = {
-                "interval": settings["service_monitor_interval"],
-                "labels": dict(settings["service_monitor_labels"] or {}),
-            }
-        elif str(mode).lower() == "auto" and has_crd:
-            spec["service_monitor"] = {
-                "interval": settings["service_monitor_interval"],
-                "labels": dict(settings["service_monitor_labels"] or {}),
-            }
-        ingress = spec.get("ingress")
-        if ingress and ingress["strip_with"] == "traefik":
-            api = None
-            for crd, api_version in TRAEFIK_MIDDLEWARE_CRDS:
-                if crd in crds:
-                    api = api_version
-                    break
-            if api:
-                spec["middleware"] = {"name": name + "-strip", "api_version": api, "prefix": ingress["strip_prefix"]}
-                ingress["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"] = (
-                    "%s-%s-strip@kubernetescrd" % (spec["namespace"], name)
-                )
-            else:
-                report.warn(
-                    "vllm_models[%s]: Traefik's Middleware CRD is not installed, so the ingress path %s is "
-                    "not stripped; give each model its own host instead" % (name, ingress["path"])
-                )
-        if settings["network_policy_enabled"]:
-            spec["network_policy"] = _network_policy(spec, settings)
-
-        # Cache PVC.
+            _check_node_resources(report, spec, candidates, settings)
+        spec["runtime_class_name"] = decide_runtime_class(report, spec, type_info, settings, view["runtime_classes"])
+        _check_priority_class(report, spec, cluster.get("priority_classes"))
+        _check_secrets(report, spec, view["secrets"])
+        spec["service_monitor"] = decide_service_monitor(report, settings, view["crds"])
+        spec["middleware"] = decide_middleware(report, spec, view["crds"])
+        spec["network_policy"] = decide_network_policy(spec, settings) if settings["network_policy_enabled"] else None
         if spec["pvc"]:
-            _check_pvc(report, spec, classes_by_name, storage_classes, pvcs)
-
-    _check_gpu_capacity(report, specs, gpu_types, cluster.get("pods"), prune)
+            _check_pvc(report, spec, view["classes_by_name"], view["storage_classes"], view["pvcs"])
+    _check_gpu_capacity(report, specs, settings["gpu_types"] or {}, cluster.get("pods"), prune)
     _check_shared_cache(report, specs)
+
+
+def _cluster_view(cluster):
+    """What the role read from the cluster, indexed for the checks."""
+    nodes = cluster.get("nodes") or []
+    storage_classes = cluster.get("storage_classes") or []
+    return {
+        "nodes": nodes,
+        "nodes_by_name": dict((_node_name(node), node) for node in nodes),
+        "crds": set(cluster.get("crds") or []),
+        "runtime_classes": set(cluster.get("runtime_classes") or []),
+        "storage_classes": storage_classes,
+        "classes_by_name": dict(((item.get("metadata") or {}).get("name"), item) for item in storage_classes),
+        "pvcs": dict(((item.get("metadata") or {}).get("name"), item) for item in cluster.get("pvcs") or []),
+        "secrets": cluster.get("secrets"),
+    }
+
+
+def _candidate_nodes(spec, type_info, view):
+    """Nodes this model can land on: its GPU type's nodes, else those matching its selector with the GPU resource."""
+    if type_info is not None:
+        return [view["nodes_by_name"][item] for item in type_info.get("nodes") or [] if item in view["nodes_by_name"]]
+    return [
+        node
+        for node in view["nodes"]
+        if _labels_match(spec["node_selector"], _node_labels(node))
+        and node_gpu_allocatable(node, spec["resource_name"]) > 0
+    ]
+
+
+def _check_gpu_fit(report, spec, type_info, candidates):
+    """A replica's GPUs must fit on one candidate node; marks the spec ``gpu_impossible`` when not."""
+    name = spec["name"]
+    if spec["gpus"] <= 0 or spec["gpu_impossible"]:
+        return
+    if not candidates:
+        if type_info is None:
+            report.error(
+                "vllm_models[%s]: no node matches node_selector %s with allocatable %s; fix the "
+                "selector or gpu_resource_name"
+                % (name, json.dumps(spec["node_selector"], sort_keys=True), spec["resource_name"])
+            )
+        else:
+            report.error(
+                "vllm_models[%s]: none of the nodes of GPU type %s (%s) exists any more; re-run "
+                "gpu_discovery" % (name, spec["gpu_type"], ", ".join(type_info.get("nodes") or []))
+            )
+        return
+    largest = max(candidates, key=lambda node: node_gpu_allocatable(node, spec["resource_name"]))
+    most = node_gpu_allocatable(largest, spec["resource_name"])
+    if spec["gpus"] > most:
+        spec["gpu_impossible"] = True
+        report.error(
+            "vllm_models[%s]: asks %d %s per replica but the largest matching node (%s) has %d; a "
+            "replica cannot span nodes, so lower gpus/tensor_parallel_size to %d or less"
+            % (name, spec["gpus"], spec["resource_name"], _node_name(largest), most, most)
+        )
+
+
+def _check_node_resources(report, spec, candidates, settings):
+    """Memory and CPU requests against the largest candidate node; an emptyDir or hostPath cache against
+    the smallest candidate's ephemeral storage."""
+    name = spec["name"]
+    wanted = spec.get("memory_request_bytes")
+    sizes = [size for size in (node_allocatable_bytes(node, "memory") for node in candidates) if size is not None]
+    if wanted and sizes and wanted > max(sizes):
+        report.error(
+            "vllm_models[%s]: requests %s of memory but the largest matching node has %s "
+            "allocatable; lower resources.requests.memory"
+            % (name, format_bytes(wanted), format_bytes(max(sizes)))
+        )
+    cpus = [
+        parse_cpu(((node.get("status") or {}).get("allocatable") or {}).get("cpu", "0"), "node cpu")
+        for node in candidates
+    ]
+    if spec.get("cpu_request_milli") and cpus and spec["cpu_request_milli"] > max(cpus):
+        report.error(
+            "vllm_models[%s]: requests %sm CPU but the largest matching node has %sm allocatable; "
+            "lower resources.requests.cpu" % (name, spec["cpu_request_milli"], max(cpus))
+        )
+    disks = [size for size in (node_allocatable_bytes(node, "ephemeral-storage") for node in candidates)
+             if size is not None]
+    cache_bytes = spec["cache_size_bytes"]
+    if spec["cache_type"] == "emptyDir" and cache_bytes and disks and cache_bytes > min(disks):
+        report.error(
+            "vllm_models[%s]: emptyDir cache of %s is larger than the %s of ephemeral storage on "
+            "the smallest matching node, so the kubelet would evict the pod; lower cache_size or "
+            "use a PVC / hostPath cache" % (name, spec["cache_size"], format_bytes(min(disks)))
+        )
+    if spec["cache_type"] == "hostPath" and spec.get("model_bytes") and disks and spec["model_bytes"] > min(disks):
+        report.warn(
+            "vllm_models[%s]: the model (%s) is larger than the node's ephemeral storage (%s); "
+            "make sure %s is on a larger disk"
+            % (name, format_bytes(spec["model_bytes"]), format_bytes(min(disks)), settings["cache_host_path"])
+        )
+
+
+def decide_runtime_class(report, spec, type_info, settings, runtime_classes):
+    """The pod's runtimeClassName: ``auto`` takes gpu_discovery's choice for the GPU type (without it, k3s
+    means nvidia) when that RuntimeClass exists; an explicit name must exist; '' means none."""
+    name = spec["name"]
+    request = spec["runtime_class_request"]
+    if request == "auto":
+        if type_info is not None and "runtime_class" in type_info:
+            candidate = type_info["runtime_class"]
+        else:
+            candidate = "nvidia" if settings["is_k3s"] else None
+        if candidate and candidate in runtime_classes:
+            return candidate
+        if candidate:
+            report.warn(
+                "vllm_models[%s]: RuntimeClass %r does not exist, so pods use the default runtime and may "
+                "not see the GPU on k3s; install the NVIDIA container toolkit (k3s then creates it) or set "
+                "vllm_runtime_class" % (name, candidate)
+            )
+        return None
+    if request:
+        if request not in runtime_classes:
+            report.error(
+                "vllm_models[%s]: RuntimeClass %r does not exist; create it or set runtime_class_name "
+                "to '' (none) or auto" % (name, request)
+            )
+        return request
+    return None
+
+
+def _check_priority_class(report, spec, priority_classes):
+    if spec["priority_class_name"] and priority_classes is not None:
+        if spec["priority_class_name"] not in priority_classes:
+            report.error(
+                "vllm_models[%s]: PriorityClass %r does not exist (known: %s); create it or change "
+                "priority_class_name / vllm_priority_class_name"
+                % (spec["name"], spec["priority_class_name"], ", ".join(sorted(priority_classes)) or "none")
+            )
+
+
+def _check_secrets(report, spec, secrets):
+    """Secrets the pod references (env, image pull) must exist when the role could list them."""
+    if secrets is None:
+        return
+    for secret in spec["secrets"]:
+        if secret not in secrets:
+            report.error(
+                "vllm_models[%s]: Secret %r does not exist in namespace %s; create it first (the "
+                "cluster_prereqs role creates the object-storage Secret)" % (spec["name"], secret, spec["namespace"])
+            )
+
+
+def decide_service_monitor(report, settings, crds):
+    """The ServiceMonitor of a model ({interval, labels}) or None: ``true`` wants one (and errors
+    without the Prometheus operator's CRD), ``auto`` makes one where the CRD exists, ``false`` none."""
+    mode = settings["service_monitor"]
+    has_crd = SERVICE_MONITOR_CRD in crds
+    wanted = {
+        "interval": settings["service_monitor_interval"],
+        "labels": dict(settings["service_monitor_labels"] or {}),
+    }
+    if mode is True:
+        if not has_crd:
+            report.error(
+                "vllm_service_monitor is true but the ServiceMonitor CRD (%s) is not installed; install "
+                "the Prometheus operator or set vllm_service_monitor: auto" % SERVICE_MONITOR_CRD
+            )
+        return wanted
+    if str(mode).lower() == "auto" and has_crd:
+        return wanted
+    return None
+
+
+def decide_middleware(report, spec, crds):
+    """The Traefik Middleware that strips a model's ingress path prefix ({name, api_version, prefix}) or
+    None. Where one is made, the ingress gets the annotation that uses it."""
+    ingress = spec.get("ingress")
+    if not ingress or ingress["strip_with"] != "traefik":
+        return None
+    name = spec["name"]
+    api = None
+    for crd, api_version in TRAEFIK_MIDDLEWARE_CRDS:
+        if crd in crds:
+            api = api_version
+            break
+    if not api:
+        report.warn(
+            "vllm_models[%s]: Traefik's Middleware CRD is not installed, so the ingress path %s is "
+            "not stripped; give each model its own host instead" % (name, ingress["path"])
+        )
+        return None
+    ingress["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"] = (
+        "%s-%s-strip@kubernetescrd" % (spec["namespace"], name)
+    )
+    return {"name": name + "-strip", "api_version": api, "prefix": ingress["strip_prefix"]}
 
 
 def _check_pvc(report, spec, classes_by_name, storage_classes, pvcs):
@@ -1721,7 +1847,10 @@ def _check_gpu_capacity(report, specs, gpu_types, pods, prune):
             )
 
 
-def _network_policy(spec, settings):
+def decide_network_policy(spec, settings):
+    """The model's NetworkPolicy rules: who may reach it (same namespace, listed namespaces and pod labels,
+    the ingress controller, the ServiceMonitor's Prometheus) and where it may connect (DNS, and the
+    egress CIDRs / ports when it downloads weights)."""
     sources = []
     if settings["network_policy_allow_same_namespace"]:
         sources.append({"podSelector": {}})
