@@ -13,6 +13,7 @@ __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.llmops.serving.plugins.module_utils import vllm as vllm_utils
+from ansible_collections.llmops.serving.plugins.module_utils import vllm_inputs, vllm_pod
 
 
 def vllm_plan(models, settings=None, cluster=None, prune=False):
@@ -36,10 +37,10 @@ def vllm_cli_args(model, settings=None):
 def vllm_startup_probe(model_bytes, settings=None, downloads_at_start=False):
     """Startup probe sized from a model's bytes (int or Kubernetes quantity; 0/None = unknown)."""
     try:
-        size = vllm_utils.parse_bytes(model_bytes, "model_bytes") if model_bytes else None
-    except vllm_utils.VllmInputError as exc:
+        size = vllm_inputs.parse_bytes(model_bytes, "model_bytes") if model_bytes else None
+    except vllm_inputs.VllmInputError as exc:
         raise AnsibleFilterError("vllm_startup_probe: %s" % exc) from exc
-    return vllm_utils.startup_probe(size, settings or {}, bool(downloads_at_start))
+    return vllm_pod.startup_probe(size, settings or {}, bool(downloads_at_start))
 
 
 def vllm_pod_problems(pods):

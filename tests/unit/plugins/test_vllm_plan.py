@@ -4,7 +4,7 @@ import math
 
 import pytest
 from ansible_collections.llmops.serving.plugins.filter import vllm as vllm_filter
-from ansible_collections.llmops.serving.plugins.module_utils import vllm
+from ansible_collections.llmops.serving.plugins.module_utils import vllm, vllm_cluster, vllm_inputs, vllm_pod
 from vllm_fixtures import GIB, cluster, gpu_types, hf_model, pod, storage_classes
 
 
@@ -141,7 +141,7 @@ def test_gpus_of_unlisted_models_count_only_when_pruning():
 
 def test_finished_or_unbound_pods_hold_nothing():
     pods = [pod("a", "sbx-l40-k3s", 2, phase="Succeeded"), pod("a", None, 2)]
-    assert vllm.pod_gpu_holdings(pods, ["nvidia.com/gpu"]) == {}
+    assert vllm_cluster.pod_gpu_holdings(pods, ["nvidia.com/gpu"]) == {}
 
 
 # ----------------------------------------------------------------- against the nodes
@@ -340,10 +340,10 @@ def test_startup_probe_is_sized_from_the_model_bytes():
     assert spec["startup_probe"]["failureThreshold"] == expected
     assert spec["startup_probe"]["httpGet"] == {"path": "/health", "port": "http"}
     # vLLM downloading itself gets the download time on top
-    downloading = vllm.startup_probe(16 * GIB, {}, downloads_at_start=True)
+    downloading = vllm_pod.startup_probe(16 * GIB, {}, downloads_at_start=True)
     assert downloading["failureThreshold"] == math.ceil((180 + 16 * GIB / (200 * 1024 ** 2)
                                                          + 16 * GIB / (50 * 1024 ** 2)) / 10.0)
-    assert vllm.startup_probe(None, {})["failureThreshold"] == 180
+    assert vllm_pod.startup_probe(None, {})["failureThreshold"] == 180
     assert vllm.plan([hf_model(startup_probe_seconds=600)], settings())["models"][0]["startup_probe"][
         "failureThreshold"] == 60
 
@@ -395,12 +395,12 @@ def test_servers_fact_gives_the_in_cluster_url():
                                             ("1.5Ti", int(1.5 * 1024 ** 4)), ("500Mi", 500 * 1024 ** 2),
                                             ("1e9", 10 ** 9)])
 def test_parse_bytes(text, expected):
-    assert vllm.parse_bytes(text, "x") == expected
+    assert vllm_inputs.parse_bytes(text, "x") == expected
 
 
 def test_parse_bytes_rejects_garbage_with_the_input_named():
-    with pytest.raises(vllm.VllmInputError, match="vllm_cache_size: '100 gigs'"):
-        vllm.parse_bytes("100 gigs", "vllm_cache_size")
+    with pytest.raises(vllm_inputs.VllmInputError, match="vllm_cache_size: '100 gigs'"):
+        vllm_inputs.parse_bytes("100 gigs", "vllm_cache_size")
 
 
 def test_runtime_class_of_the_gpu_type_wins_over_the_cluster_wide_k3s_flag():

@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 
 import pytest
-from ansible_collections.llmops.serving.plugins.module_utils import vllm, vllm_cli
+from ansible_collections.llmops.serving.plugins.module_utils import vllm, vllm_cli, vllm_model
 from test_vllm_templates import by_kind, render
 from vllm_fixtures import REPO_ROOT, gpu_types, hf_model
 
@@ -143,7 +143,7 @@ def test_no_inventory_or_example_forces_the_slow_awq_or_gptq_kernels():
         with open(path, encoding="utf-8") as handle:
             for number, line in enumerate(handle, 1):
                 value = line.split("quantization:", 1)[1].split("#")[0].strip() if "quantization:" in line else ""
-                assert value not in vllm.SLOWER_WHEN_FORCED, "%s:%d forces %s" % (path, number, value)
+                assert value not in vllm_model.SLOWER_WHEN_FORCED, "%s:%d forces %s" % (path, number, value)
 
 
 # --------------------------------------------------------------------------- 5. what the Ingress publishes
