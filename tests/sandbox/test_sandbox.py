@@ -221,7 +221,7 @@ def test_crds_come_and_go_repeatedly(sandbox_env):
     before the retry annotation, one such stall held the cert-manager CRDs past a 180 s wait in CI."""
     from tests.sandbox import crds
 
-    for _ in range(4):
+    for _round in range(4):
         crds.install("cert-manager", sandbox_env)
         start = time.monotonic()
         crds.remove("cert-manager", sandbox_env, timeout=60.0)
